@@ -1,0 +1,193 @@
+"""torch model -> ONNX file, with the fallbacks the field needs.
+
+``torch.onnx.export(dynamo=True)``'s onnxscript optimizer crashes on some graphs (split/chunk over
+a dynamic axis: SplitToSequence constant folding). Each attempt below is tried in order; the one
+that produced the artifact, and why the earlier ones failed, go into the manifest.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from export.architectures import build_model, example_audio
+from export.recipes import EXPORT_OPTIONS, PARITY_OPTIONS, Source
+
+MODEL_FILE = "model.onnx"
+REFERENCE_FILE = "reference.npz"
+
+
+class ExportError(RuntimeError):
+    """Every export path failed, or the result is not what was asked for."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportAttempt:
+    path: str  # "dynamo" | "dynamo-unoptimized" | "legacy"
+    error: str | None  # None for the attempt that succeeded
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _dynamo_export(model: Any, audio: Any, target: Path, optimize: bool) -> None:
+    import torch
+    from torch.export import Dim
+
+    names = EXPORT_OPTIONS
+    torch.onnx.export(
+        model,
+        (audio,),
+        str(target),
+        dynamo=True,
+        optimize=optimize,
+        external_data=True,
+        input_names=[names["input_name"]],
+        output_names=[names["output_name"]],
+        dynamic_shapes={"audio": {0: Dim("batch"), 1: Dim("samples")}},
+    )
+
+
+def _legacy_export(model: Any, audio: Any, target: Path) -> None:
+    import torch
+
+    names = EXPORT_OPTIONS
+    # The legacy tracer cannot trace nn.TransformerEncoder's fused fast path.
+    previous = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        torch.onnx.export(
+            model,
+            (audio,),
+            str(target),
+            dynamo=False,
+            opset_version=names["legacy_opset"],
+            input_names=[names["input_name"]],
+            output_names=[names["output_name"]],
+            dynamic_axes={
+                names["input_name"]: {0: "batch", 1: "samples"},
+                names["output_name"]: {0: "batch", 1: "frames"},
+            },
+        )
+    finally:
+        torch.backends.mha.set_fastpath_enabled(previous)
+    _move_weights_to_external_data(target)
+
+
+def _move_weights_to_external_data(target: Path) -> None:
+    """Give legacy exports the same file layout as dynamo ones: model.onnx + model.onnx.data."""
+    model = onnx.load(str(target))
+    onnx.save_model(
+        model,
+        str(target),
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location=target.name + ".data",
+        size_threshold=1024,
+    )
+
+
+EXPORT_PATHS: list[tuple[str, Callable[[Any, Any, Path], None]]] = [
+    ("dynamo", lambda m, a, t: _dynamo_export(m, a, t, optimize=True)),
+    ("dynamo-unoptimized", lambda m, a, t: _dynamo_export(m, a, t, optimize=False)),
+    ("legacy", _legacy_export),
+]
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0] if text else ''}"[:500]
+
+
+def export_with_fallbacks(
+    model: Any, audio: Any, out_dir: Path, progress: Callable[[str], None]
+) -> list[ExportAttempt]:
+    """Try each export path in order; return the attempts (the last one succeeded)."""
+    attempts: list[ExportAttempt] = []
+    target = out_dir / MODEL_FILE
+    for path_name, export in EXPORT_PATHS:
+        for leftover in out_dir.glob(MODEL_FILE + "*"):
+            leftover.unlink()
+        try:
+            with _quiet_exporter():
+                export(model, audio, target)
+            check_dynamic_axes(target)
+        except Exception as error:  # exporters raise many unrelated types
+            attempts.append(ExportAttempt(path_name, _first_line(error)))
+            progress(f"export path {path_name!r} failed ({_first_line(error)}); trying the next")
+            continue
+        attempts.append(ExportAttempt(path_name, None))
+        return attempts
+    summary = "; ".join(f"{a.path}: {a.error}" for a in attempts)
+    raise ExportError(f"every export path failed: {summary}")
+
+
+@contextlib.contextmanager
+def _quiet_exporter() -> Any:
+    """The dynamo exporter prints its own progress lines and many warnings; keep ours readable."""
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        yield
+
+
+def check_dynamic_axes(model_path: Path) -> None:
+    """The input's batch and sample axes must be symbolic, not specialised to the example."""
+    model = onnx.load(str(model_path), load_external_data=False)
+    audio = model.graph.input[0]
+    dims = audio.type.tensor_type.shape.dim
+    fixed = [f"axis {i} = {d.dim_value}" for i, d in enumerate(dims) if not d.dim_param]
+    if fixed:
+        raise ExportError(
+            f"{model_path}: input {audio.name!r} has fixed dims ({', '.join(fixed)}); "
+            "the batch and sample axes must be dynamic"
+        )
+
+
+def export_source(
+    source: Source, out_dir: Path, progress: Callable[[str], None]
+) -> dict[str, Any]:
+    """Export ``source`` to ``out_dir/model.onnx`` and save the torch reference for parity checks.
+
+    Returns the manifest fields this step owns (exporter path, attempts, parameter count).
+    """
+    import torch
+
+    assert source.architecture is not None
+    progress(f"building {source.name} in PyTorch")
+    model = build_model(source.architecture, source.weights)
+    audio = example_audio(EXPORT_OPTIONS["example_batch"], EXPORT_OPTIONS["example_seconds"])
+    progress(f"exporting {source.name} to ONNX")
+    with torch.no_grad():
+        attempts = export_with_fallbacks(model, audio, out_dir, progress)
+        reference_audio = example_audio(
+            PARITY_OPTIONS["batch"], PARITY_OPTIONS["seconds"], seed=PARITY_OPTIONS["seed"]
+        )
+        reference_output = model(reference_audio).numpy()
+    save_reference(out_dir, {EXPORT_OPTIONS["input_name"]: reference_audio.numpy()}, reference_output)
+    return {
+        "exporter": {
+            "path": attempts[-1].path,
+            "attempts": [a.to_dict() for a in attempts],
+        },
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "reference": "torch eager",
+    }
+
+
+def save_reference(out_dir: Path, inputs: dict[str, np.ndarray], output: np.ndarray) -> None:
+    arrays = {f"input:{name}": value for name, value in inputs.items()}
+    np.savez(out_dir / REFERENCE_FILE, output=output, **arrays)
+
+
+def load_reference(directory: Path) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    with np.load(directory / REFERENCE_FILE) as data:
+        inputs = {key.split(":", 1)[1]: data[key] for key in data.files if key.startswith("input:")}
+        return inputs, data["output"]

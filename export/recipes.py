@@ -1,0 +1,191 @@
+"""What an artifact is made from: a source (an architecture or a user's ONNX file) plus a variant.
+
+A recipe's ``key`` is a content hash of everything that changes the artifact, so the same recipe
+is a cache hit and any change (config, weights, export options, library versions) is a rebuild.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from export.architectures import ARCHITECTURES, ArchitectureSpec
+
+# Bump when the build code changes what it writes, so old cache entries are not reused.
+CACHE_FORMAT = 1
+
+VARIANTS: dict[str, str] = {
+    "fp32": "torch.onnx.export (dynamo, with fallbacks), float32",
+    "ort-opt": "offline ONNX Runtime graph optimization (ORT_ENABLE_EXTENDED, portable)",
+    "int8": "dynamic INT8 quantization of MatMul/Gemm after quant_pre_process",
+    "int8-conv": "the seed's recipe: quantize_dynamic defaults, Conv -> ConvInteger",
+    "fp16": "float16 weights and compute, float32 inputs/outputs (for GPU providers)",
+}
+# Variants a user's own ONNX file can get (its fp32 is the file itself).
+FILE_VARIANTS = ("ort-opt", "int8", "fp16")
+
+EXPORT_OPTIONS: dict[str, Any] = {
+    "example_batch": 2,  # a batch of 1 specialises the "dynamic" batch axis to 1
+    "example_seconds": 3.0,
+    "input_name": "audio",
+    "output_name": "speaker_activity",
+    "legacy_opset": 17,
+}
+PARITY_OPTIONS: dict[str, Any] = {"batch": 2, "seconds": 3.0, "seed": 1234}
+
+EXPORT_PACKAGES = ("torch", "transformers", "onnxscript", "onnx", "onnxruntime")
+FILE_PACKAGES = ("onnx", "onnxruntime")
+
+
+class RecipeError(ValueError):
+    """A variant name or source that the suite cannot build."""
+
+
+def package_versions(names: tuple[str, ...]) -> dict[str, str]:
+    versions = {}
+    for name in names:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            if name == "onnxruntime":  # the GPU wheel provides the same module
+                versions[name] = _onnxruntime_distribution_version()
+            else:
+                versions[name] = "not installed"
+    return versions
+
+
+def _onnxruntime_distribution_version() -> str:
+    for dist in metadata.distributions():
+        name = (dist.metadata["Name"] or "").lower()
+        if name.startswith("onnxruntime-") and name not in ("onnxruntime-extensions",):
+            return f"{name}=={dist.version}"
+    return "not installed"
+
+
+def file_sha256(path: Path, chunk_bytes: int = 1 << 22) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(chunk_bytes):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def onnx_file_set(model_path: Path) -> list[Path]:
+    """The .onnx file and the external-data files it references (which must travel with it)."""
+    import onnx
+    from onnx.external_data_helper import uses_external_data
+
+    model = onnx.load(str(model_path), load_external_data=False)
+    locations = set()
+    for tensor in _all_tensors(model):
+        if uses_external_data(tensor):
+            for entry in tensor.external_data:
+                if entry.key == "location":
+                    locations.add(entry.value)
+    return [model_path, *(model_path.parent / name for name in sorted(locations))]
+
+
+def _all_tensors(model: Any) -> list[Any]:
+    from onnx.external_data_helper import _get_all_tensors
+
+    return list(_get_all_tensors(model))
+
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+    """Where the fp32 graph comes from: an architecture (+ optional weights) or an ONNX file."""
+
+    name: str
+    architecture: ArchitectureSpec | None = None
+    weights: Path | None = None
+    onnx_file: Path | None = None
+
+    @property
+    def is_file(self) -> bool:
+        return self.onnx_file is not None
+
+    def identity(self) -> dict[str, Any]:
+        if self.onnx_file is not None:
+            files = {p.name: file_sha256(p) for p in onnx_file_set(self.onnx_file)}
+            return {"onnx_file": self.onnx_file.name, "sha256": files}
+        assert self.architecture is not None
+        weights = None if self.weights is None else file_sha256(self.weights)
+        return {"architecture": self.architecture.to_dict(), "weights_sha256": weights}
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    source: Source
+    variant: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.source.name}/{self.variant}"
+
+    @property
+    def parent(self) -> Recipe | None:
+        """The recipe this variant is derived from (fp32), or None for the root."""
+        if self.variant == "fp32" or (self.source.is_file and self.variant == "source"):
+            return None
+        return Recipe(self.source, "source" if self.source.is_file else "fp32")
+
+    def description(self) -> dict[str, Any]:
+        packages = FILE_PACKAGES if self.source.is_file else EXPORT_PACKAGES
+        return {
+            "cache_format": CACHE_FORMAT,
+            "name": self.name,
+            "source": self.source.identity(),
+            "variant": self.variant,
+            "variant_transform": VARIANTS.get(self.variant, "the user's ONNX file, unchanged"),
+            "export_options": EXPORT_OPTIONS if not self.source.is_file else None,
+            "parity_options": PARITY_OPTIONS,
+            "versions": package_versions(packages),
+        }
+
+    def key(self) -> str:
+        payload = json.dumps(self.description(), sort_keys=True, default=str).encode()
+        return hashlib.sha256(payload).hexdigest()
+
+
+def architecture_source(arch_name: str, weights: Path | None = None) -> Source:
+    if arch_name not in ARCHITECTURES:
+        raise RecipeError(
+            f"unknown architecture {arch_name!r}; choose from {', '.join(ARCHITECTURES)}"
+        )
+    if weights is not None and not weights.is_file():
+        raise RecipeError(f"weights file {weights} for {arch_name!r} does not exist")
+    return Source(name=arch_name, architecture=ARCHITECTURES[arch_name], weights=weights)
+
+
+def file_source(onnx_path: Path) -> Source:
+    if not onnx_path.is_file():
+        raise RecipeError(f"ONNX file {onnx_path} does not exist")
+    if onnx_path.suffix != ".onnx":
+        raise RecipeError(f"{onnx_path} is not an .onnx file")
+    return Source(name=f"file-{onnx_path.stem}", onnx_file=onnx_path.resolve())
+
+
+def parse_variant_name(name: str, weights: dict[str, Path] | None = None) -> Recipe:
+    """``ARCH/VARIANT`` (e.g. ``w2v2-base/int8``) -> Recipe."""
+    arch, sep, variant = name.partition("/")
+    if not sep or not arch or not variant:
+        raise RecipeError(f"variant name {name!r} must look like ARCH/VARIANT, e.g. w2v2-base/int8")
+    if variant not in VARIANTS:
+        raise RecipeError(
+            f"unknown variant {variant!r} in {name!r}; choose from {', '.join(VARIANTS)}"
+        )
+    source = architecture_source(arch, (weights or {}).get(arch))
+    return Recipe(source, variant)
+
+
+def all_variant_names(include_tiny: bool = True) -> list[str]:
+    return [
+        f"{arch}/{variant}"
+        for arch in ARCHITECTURES
+        if include_tiny or arch != "tiny"
+        for variant in VARIANTS
+    ]
