@@ -1,8 +1,8 @@
 """Build, cache and verify every model variant the latency suite benchmarks.
 
-    from export import ModelCache, parse_variant_name
-    artifact = ModelCache().get(parse_variant_name("w2v2-base/int8"))
-    artifact.model_path  # models/w2v2-base/int8-<key>/model.onnx
+from export import ModelCache, parse_variant_name
+artifact = ModelCache().get(parse_variant_name("w2v2-base/int8"))
+artifact.model_path  # models/w2v2-base/int8-<key>/model.onnx
 """
 
 from __future__ import annotations

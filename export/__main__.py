@@ -75,7 +75,8 @@ def cmd_verify(cache: ModelCache, args: argparse.Namespace) -> int:
     for path, problem in results:
         print(f"{'ok ' if problem is None else 'BAD'} {path}" + (f": {problem}" if problem else ""))
     bad = sum(problem is not None for _, problem in results)
-    print(f"{len(results)} cached artifact(s), {bad} bad" + ("; rebuild with `python -m export build`" if bad else ""))
+    hint = "; `python -m export build` rebuilds them" if bad else ""
+    print(f"{len(results)} cached artifact(s), {bad} bad{hint}")
     return 1 if bad else 0
 
 
@@ -96,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--cache",
         type=Path,
         default=None,
-        help=f"model cache directory (default: ${'{'}DIARIZATION_MODEL_CACHE{'}'} or {default_cache_dir()})",
+        help=f"model cache directory (default: $DIARIZATION_MODEL_CACHE or {default_cache_dir()})",
     )
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("list", help="every ARCH/VARIANT, cached or not, with its size")

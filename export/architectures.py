@@ -162,7 +162,7 @@ class DiarizationHead(nn.Module):
 
 
 class DiarizationModel(nn.Module):
-    """audio ``[batch, samples]`` float32 at 16 kHz -> speaker activity ``[batch, frames, speakers]``."""
+    """audio ``[batch, samples]`` (float32, 16 kHz) -> activity ``[batch, frames, speakers]``."""
 
     def __init__(self, encoder: nn.Module, encoder_size: int, head: HeadConfig) -> None:
         super().__init__()
@@ -238,24 +238,27 @@ def load_weights(model: nn.Module, path: Path, arch_name: str) -> None:
         if state[key].shape != expected[key].shape
     )
     if missing or unexpected or wrong_shape:
-        problems = []
-        for label, keys in (("missing", missing), ("unexpected", unexpected), ("shape", wrong_shape)):
-            if keys:
-                shown = ", ".join(keys[:5]) + (f", ... ({len(keys)} in all)" if len(keys) > 5 else "")
-                problems.append(f"{label}: {shown}")
+        groups = {"missing": missing, "unexpected": unexpected, "shape": wrong_shape}
+        problems = [f"{label}: {_shorten(keys)}" for label, keys in groups.items() if keys]
         raise WeightsMismatchError(
             f"{path} does not match architecture {arch_name!r}: " + "; ".join(problems)
         )
     model.load_state_dict(state, strict=True)
 
 
+def _shorten(keys: list[str], shown: int = 5) -> str:
+    more = f", ... ({len(keys)} in all)" if len(keys) > shown else ""
+    return ", ".join(keys[:shown]) + more
+
+
 def example_audio(batch: int, seconds: float, seed: int = 0) -> torch.Tensor:
     """Deterministic speech-like test audio: amplitude-modulated tones plus noise, in [-1, 1]."""
     generator = torch.Generator().manual_seed(seed)
-    samples = int(round(seconds * SAMPLE_RATE_HZ))
+    samples = round(seconds * SAMPLE_RATE_HZ)
     t = torch.arange(samples, dtype=torch.float32) / SAMPLE_RATE_HZ
     pitch = 120.0 + 80.0 * torch.rand(batch, 1, generator=generator)
-    envelope = 0.5 + 0.5 * torch.sin(2 * torch.pi * 3.0 * t + torch.rand(batch, 1, generator=generator))
+    phase = torch.rand(batch, 1, generator=generator)
+    envelope = 0.5 + 0.5 * torch.sin(2 * torch.pi * 3.0 * t + phase)
     tone = torch.sin(2 * torch.pi * pitch * t) + 0.3 * torch.sin(2 * torch.pi * 3 * pitch * t)
     noise = 0.05 * torch.randn(batch, samples, generator=generator)
     return (0.4 * envelope * tone + noise).clamp(-1.0, 1.0)

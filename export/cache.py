@@ -58,6 +58,10 @@ class Artifact:
         return self.manifest["name"]
 
     @property
+    def key(self) -> str:
+        return self.manifest["key"]
+
+    @property
     def model_path(self) -> Path:
         return self.directory / MODEL_FILE
 
@@ -123,7 +127,7 @@ class ModelCache:
             return None
         problem = entry_problem(directory, key, full=False)
         if problem is not None:
-            self.progress(f"cached {recipe.name} at {directory} is unusable ({problem}); rebuilding")
+            self.progress(f"cached {recipe.name} in {directory} is unusable: {problem}; rebuilding")
             shutil.rmtree(directory)
             return None
         return Artifact(directory, json.loads((directory / MANIFEST_FILE).read_text()))
@@ -221,13 +225,11 @@ class ModelCache:
             "name": recipe.name,
             "key": key,
             "recipe": recipe.description(),
-            "parent": None if parent is None else {"name": parent.name, "key": parent.manifest["key"]},
+            "parent": None if parent is None else {"name": parent.name, "key": parent.key},
             "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "build_seconds": round(time.perf_counter() - started, 2),
             **details,
-            "files": {
-                path.name: _file_record(path) for path in sorted(directory.iterdir()) if path.is_file()
-            },
+            "files": {path.name: _file_record(path) for path in sorted(directory.iterdir())},
         }
 
     def entries(self) -> list[Path]:

@@ -151,9 +151,7 @@ def check_dynamic_axes(model_path: Path) -> None:
         )
 
 
-def export_source(
-    source: Source, out_dir: Path, progress: Callable[[str], None]
-) -> dict[str, Any]:
+def export_source(source: Source, out_dir: Path, progress: Callable[[str], None]) -> dict[str, Any]:
     """Export ``source`` to ``out_dir/model.onnx`` and save the torch reference for parity checks.
 
     Returns the manifest fields this step owns (exporter path, attempts, parameter count).
@@ -171,7 +169,8 @@ def export_source(
             PARITY_OPTIONS["batch"], PARITY_OPTIONS["seconds"], seed=PARITY_OPTIONS["seed"]
         )
         reference_output = model(reference_audio).numpy()
-    save_reference(out_dir, {EXPORT_OPTIONS["input_name"]: reference_audio.numpy()}, reference_output)
+    reference_inputs = {EXPORT_OPTIONS["input_name"]: reference_audio.numpy()}
+    save_reference(out_dir, reference_inputs, reference_output)
     return {
         "exporter": {
             "path": attempts[-1].path,

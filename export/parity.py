@@ -50,9 +50,7 @@ def compare_outputs(variant: str, output: np.ndarray, reference: np.ndarray) -> 
         passed = max_abs <= MAX_ABS_ERROR
     else:
         criteria = f"cosine >= {MIN_COSINE}, activity agreement >= {MIN_ACTIVITY_AGREEMENT:.0%}"
-        passed = cosine >= MIN_COSINE and (
-            agreement is None or agreement >= MIN_ACTIVITY_AGREEMENT
-        )
+        passed = cosine >= MIN_COSINE and (agreement is None or agreement >= MIN_ACTIVITY_AGREEMENT)
     return ParityResult(variant, max_abs, cosine, agreement, criteria, passed)
 
 
