@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from export.cache import ModelCache, default_cache_dir
+from export.inputs import parse_assignments
 from export.recipes import (
     FILE_VARIANTS,
     VARIANTS,
@@ -39,7 +40,8 @@ def _recipes(args: argparse.Namespace) -> list[Recipe]:
                 f"--variants {','.join(unknown)}: a user's ONNX file can get "
                 f"{', '.join(FILE_VARIANTS)}"
             )
-        source = file_source(args.onnx)
+        dims = {name: int(value) for name, value in parse_assignments(args.dim, "--dim").items()}
+        source = file_source(args.onnx, dims)
         return [Recipe(source, variant) for variant in variants]
     names = all_variant_names() if args.all else args.names
     if not names:
@@ -114,6 +116,13 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--onnx", type=Path, help="start from your own ONNX file instead")
     build.add_argument(
         "--variants", help=f"with --onnx: comma-separated, from {','.join(FILE_VARIANTS)}"
+    )
+    build.add_argument(
+        "--dim",
+        action="append",
+        default=[],
+        metavar="NAME=SIZE",
+        help="with --onnx: size of a symbolic input dim for the parity reference (repeatable)",
     )
     commands.add_parser("verify", help="re-hash every cached file against its manifest")
     clean = commands.add_parser("clean", help="delete cached artifacts")

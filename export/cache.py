@@ -26,7 +26,7 @@ from filelock import FileLock, Timeout
 
 from export.onnx_export import MODEL_FILE, REFERENCE_FILE, load_reference, save_reference
 from export.parity import check_parity, run_cpu
-from export.recipes import CACHE_FORMAT, Recipe, file_sha256, onnx_file_set
+from export.recipes import CACHE_FORMAT, PARITY_OPTIONS, Recipe, file_sha256, onnx_file_set
 from export.transforms import TRANSFORMS
 
 MANIFEST_FILE = "manifest.json"
@@ -209,7 +209,7 @@ class ModelCache:
             from export.onnx_export import export_source  # needs torch: import only here
 
             return export_source(source, out_dir, self.progress)
-        return _copy_user_model(source.onnx_file, out_dir)
+        return _copy_user_model(source.onnx_file, dict(source.dims), out_dir)
 
     def _manifest(
         self,
@@ -226,7 +226,7 @@ class ModelCache:
             "key": key,
             "recipe": recipe.description(),
             "parent": None if parent is None else {"name": parent.name, "key": parent.key},
-            "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "build_seconds": round(time.perf_counter() - started, 2),
             **details,
             "files": {path.name: _file_record(path) for path in sorted(directory.iterdir())},
@@ -271,7 +271,7 @@ def _reference_dir(artifact: Artifact) -> Path:
     raise CacheError(f"{artifact.directory} has no {REFERENCE_FILE}; run `python -m export clean`")
 
 
-def _copy_user_model(onnx_file: Path, out_dir: Path) -> dict[str, Any]:
+def _copy_user_model(onnx_file: Path, dims: dict[str, int], out_dir: Path) -> dict[str, Any]:
     """Copy a user's model (and its external data) in; its own CPU output is the reference."""
     from export.inputs import make_inputs, read_input_specs
 
@@ -282,7 +282,11 @@ def _copy_user_model(onnx_file: Path, out_dir: Path) -> dict[str, Any]:
     copied = out_dir / onnx_file.name
     if copied.name != MODEL_FILE:
         copied.rename(out_dir / MODEL_FILE)
-    inputs = make_inputs(read_input_specs(out_dir / MODEL_FILE), dim_values={}, audio_seconds=3.0)
+    specs = read_input_specs(out_dir / MODEL_FILE)
+    for spec in specs:  # a symbolic leading axis is the batch: reference at batch 1
+        if spec.shape and isinstance(spec.shape[0], str):
+            dims.setdefault(spec.shape[0], 1)
+    inputs = make_inputs(specs, dim_values=dims, audio_seconds=PARITY_OPTIONS["seconds"])
     save_reference(out_dir, inputs, run_cpu(out_dir / MODEL_FILE, inputs))
     return {"reference": "onnxruntime CPU on the source file", "source_file": str(onnx_file)}
 

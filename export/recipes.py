@@ -103,6 +103,8 @@ class Source:
     architecture: ArchitectureSpec | None = None
     weights: Path | None = None
     onnx_file: Path | None = None
+    # Sizes for the file's symbolic input dims, used to build its parity reference.
+    dims: tuple[tuple[str, int], ...] = ()
 
     @property
     def is_file(self) -> bool:
@@ -111,7 +113,7 @@ class Source:
     def identity(self) -> dict[str, Any]:
         if self.onnx_file is not None:
             files = {p.name: file_sha256(p) for p in onnx_file_set(self.onnx_file)}
-            return {"onnx_file": self.onnx_file.name, "sha256": files}
+            return {"onnx_file": self.onnx_file.name, "sha256": files, "dims": dict(self.dims)}
         assert self.architecture is not None
         weights = None if self.weights is None else file_sha256(self.weights)
         return {"architecture": self.architecture.to_dict(), "weights_sha256": weights}
@@ -161,12 +163,16 @@ def architecture_source(arch_name: str, weights: Path | None = None) -> Source:
     return Source(name=arch_name, architecture=ARCHITECTURES[arch_name], weights=weights)
 
 
-def file_source(onnx_path: Path) -> Source:
+def file_source(onnx_path: Path, dims: dict[str, int] | None = None) -> Source:
     if not onnx_path.is_file():
         raise RecipeError(f"ONNX file {onnx_path} does not exist")
     if onnx_path.suffix != ".onnx":
         raise RecipeError(f"{onnx_path} is not an .onnx file")
-    return Source(name=f"file-{onnx_path.stem}", onnx_file=onnx_path.resolve())
+    return Source(
+        name=f"file-{onnx_path.stem}",
+        onnx_file=onnx_path.resolve(),
+        dims=tuple(sorted((dims or {}).items())),
+    )
 
 
 def parse_variant_name(name: str, weights: dict[str, Path] | None = None) -> Recipe:

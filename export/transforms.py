@@ -6,6 +6,7 @@ Every transform reads ``parent`` (a model.onnx with its external data beside it)
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -57,7 +58,9 @@ def _preprocess(parent: Path, target: Path) -> str:
     try:
         # The dynamo exporter names the frame axis with a floor-division expression that
         # symbolic shape inference cannot unify without auto_merge.
-        quant_pre_process(str(parent), str(target), auto_merge=True, **common)
+        # On failure the inferencer dumps sym_shape_infer_temp.onnx (+ data) into the cwd.
+        with contextlib.chdir(target.parent):
+            quant_pre_process(str(parent), str(target), auto_merge=True, **common)
         return "quant_pre_process(auto_merge=True)"
     except Exception as error:  # the shape inferencer raises bare Exception and TypeError
         quant_pre_process(str(parent), str(target), skip_symbolic_shape=True, **common)
