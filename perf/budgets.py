@@ -1,0 +1,112 @@
+"""Latency budgets, read from ``[[tool.latency-suite.budget]]`` tables in pyproject.toml.
+
+    [[tool.latency-suite.budget]]
+    variants = ["w2v2-base/*"]      # globs on ARCH/VARIANT (or a --perf-model path)
+    providers = ["cuda", "tensorrt"] # short names; "*" or omitted: any
+    durations = [3]                  # seconds of audio; omitted: any
+    p99_ms = 100                     # required
+    p50_ms = 40                      # optional
+
+The first rule that matches a benchmark is its budget; a benchmark no rule matches is measured
+and reported but not gated.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import tomllib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from perf.cases import PerfCase
+
+TABLE = "tool.latency-suite.budget"
+
+
+class BudgetConfigError(ValueError):
+    """A budget table that cannot be used; the message names the file and the rule."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Budget:
+    p99_ms: float
+    p50_ms: float | None
+    rule: str  # where it came from, for messages
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class BudgetRule:
+    variants: tuple[str, ...]
+    providers: tuple[str, ...]
+    durations: tuple[float, ...] | None
+    budget: Budget
+
+    def matches(self, case: PerfCase) -> bool:
+        return (
+            any(fnmatch.fnmatchcase(case.variant, pattern) for pattern in self.variants)
+            and any(fnmatch.fnmatchcase(case.provider, pattern) for pattern in self.providers)
+            and (self.durations is None or case.duration_s in self.durations)
+        )
+
+
+def _as_list(value: Any, field: str, where: str) -> list[Any]:
+    if isinstance(value, list):
+        return value
+    if isinstance(value, (str, int, float)):
+        return [value]
+    raise BudgetConfigError(f"{where}: {field} must be a list or a single value, not {value!r}")
+
+
+def _positive(value: Any, field: str, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise BudgetConfigError(f"{where}: {field} must be a positive number of ms, not {value!r}")
+    return float(value)
+
+
+def parse_rule(table: dict[str, Any], where: str) -> BudgetRule:
+    unknown = set(table) - {"variants", "providers", "durations", "p99_ms", "p50_ms"}
+    if unknown:
+        raise BudgetConfigError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")
+    if "p99_ms" not in table:
+        raise BudgetConfigError(f"{where}: p99_ms is required")
+    durations = table.get("durations")
+    return BudgetRule(
+        variants=tuple(str(v) for v in _as_list(table.get("variants", "*"), "variants", where)),
+        providers=tuple(
+            str(p).lower() for p in _as_list(table.get("providers", "*"), "providers", where)
+        ),
+        durations=None
+        if durations is None
+        else tuple(
+            _positive(d, "durations", where) for d in _as_list(durations, "durations", where)
+        ),
+        budget=Budget(
+            p99_ms=_positive(table["p99_ms"], "p99_ms", where),
+            p50_ms=None if "p50_ms" not in table else _positive(table["p50_ms"], "p50_ms", where),
+            rule=where,
+        ),
+    )
+
+
+def load_rules(pyproject: Path) -> list[BudgetRule]:
+    if not pyproject.is_file():
+        return []
+    try:
+        data = tomllib.loads(pyproject.read_text())
+    except tomllib.TOMLDecodeError as error:
+        raise BudgetConfigError(f"{pyproject} is not valid TOML: {error}") from error
+    tables = data.get("tool", {}).get("latency-suite", {}).get("budget", [])
+    if not isinstance(tables, list):
+        raise BudgetConfigError(f"{pyproject}: write budgets as [[{TABLE}]] tables")
+    return [
+        parse_rule(table, f"{pyproject} [[{TABLE}]] #{i + 1}") for i, table in enumerate(tables)
+    ]
+
+
+def budget_for(case: PerfCase, rules: Sequence[BudgetRule]) -> Budget | None:
+    return next((rule.budget for rule in rules if rule.matches(case)), None)

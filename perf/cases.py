@@ -1,0 +1,115 @@
+"""Which benchmarks to run: variant x provider x input duration x batch, from options and globs."""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from export.recipes import all_variant_names
+
+# `tiny` is for the suite's own tests: only a pattern that names it selects it.
+TEST_ONLY_ARCHITECTURES = ("tiny",)
+
+
+class SelectionError(ValueError):
+    """A --perf-* selection that matches nothing or cannot be parsed."""
+
+
+@dataclasses.dataclass(frozen=True)
+class PerfCase:
+    """One benchmark. ``variant`` is ``ARCH/VARIANT`` or, for ``--perf-model``, a file path."""
+
+    variant: str
+    provider: str  # short name: cpu, cuda, tensorrt, ...
+    duration_s: float
+    batch: int = 1
+    model_file: Path | None = None
+
+    @property
+    def id(self) -> str:
+        return f"{self.variant}-{self.provider}-{format_duration(self.duration_s)}" + (
+            f"-b{self.batch}" if self.batch != 1 else ""
+        )
+
+    @property
+    def architecture(self) -> str | None:
+        return None if self.model_file else self.variant.split("/", 1)[0]
+
+
+def format_duration(seconds: float) -> str:
+    return f"{seconds:g}s"
+
+
+def split_list(values: Iterable[str]) -> list[str]:
+    """Options and ini lines accept both `a,b` and `a b` and repetition."""
+    return [item for value in values for item in value.replace(",", " ").split() if item]
+
+
+def select_variants(patterns: Sequence[str]) -> list[str]:
+    known = all_variant_names()
+    selected: list[str] = []
+    for pattern in patterns:
+        matches = [
+            name
+            for name in known
+            if fnmatch.fnmatchcase(name, pattern)
+            and (name.split("/")[0] not in TEST_ONLY_ARCHITECTURES or pattern.startswith("tiny"))
+        ]
+        if not matches:
+            raise SelectionError(
+                f"--perf-variants {pattern!r} matches no variant; known: {', '.join(known)}"
+            )
+        selected += [name for name in matches if name not in selected]
+    return selected
+
+
+def select_providers(patterns: Sequence[str], known: Sequence[str]) -> list[str]:
+    selected: list[str] = []
+    for pattern in patterns:
+        matches = [name for name in known if fnmatch.fnmatchcase(name, pattern.lower())]
+        if not matches:
+            raise SelectionError(
+                f"--perf-providers {pattern!r} matches no provider; known: {', '.join(known)}"
+            )
+        selected += [name for name in matches if name not in selected]
+    return selected
+
+
+def parse_durations(values: Sequence[str]) -> list[float]:
+    durations = []
+    for value in values:
+        text = value.strip().lower().removesuffix("s")
+        try:
+            seconds = float(text)
+        except ValueError:
+            raise SelectionError(
+                f"--perf-durations {value!r} is not a duration; write e.g. 1s,3s,10s"
+            ) from None
+        if seconds <= 0:
+            raise SelectionError(f"--perf-durations {value!r} must be positive")
+        durations.append(seconds)
+    return durations
+
+
+def build_cases(
+    variants: Sequence[str],
+    providers: Sequence[str],
+    durations: Sequence[float],
+    batch: int,
+    model_files: Sequence[Path] = (),
+) -> list[PerfCase]:
+    cases = [
+        PerfCase(variant, provider, duration, batch)
+        for variant in variants
+        for provider in providers
+        for duration in durations
+    ]
+    cases += [
+        PerfCase(str(path), provider, duration, batch, model_file=path)
+        for path in model_files
+        for provider in providers
+        for duration in durations
+    ]
+    return cases

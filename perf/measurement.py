@@ -1,0 +1,193 @@
+"""Measure one benchmark case: session load, first call, warm-up, samples, budget verdicts."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psutil
+
+from export.inputs import make_inputs, read_input_specs
+from perf.budgets import Budget
+from perf.cases import PerfCase
+from perf.percentiles import LatencySummary
+from perf.sampling import Samples, SamplingPolicy, sample
+from perf.sessions import SessionSettings, node_placement, open_session
+from perf.verdicts import BudgetDecision, Verdict, final_decision, judge_budget
+
+NOT_GATED = "not gated"
+
+
+@dataclasses.dataclass(frozen=True)
+class LatencyResult:
+    case: PerfCase
+    model_path: str
+    size_bytes: int | None
+    model_key: str | None  # the cache manifest's key: a changed model under the same name
+    settings: dict[str, Any]
+    load_ms: float
+    memory_mb: float  # RSS growth from session creation through the first call
+    samples: Samples
+    summary: LatencySummary
+    budget: Budget | None
+    decisions: tuple[BudgetDecision, ...]
+    node_placement: dict[str, int] | None
+
+    @property
+    def verdict(self) -> str:
+        if not self.decisions:
+            return NOT_GATED
+        if any(d.verdict is Verdict.FAIL for d in self.decisions):
+            return Verdict.FAIL.value
+        return Verdict.PASS.value
+
+    @property
+    def decided_by_point_estimate(self) -> bool:
+        return any(d.decided_by_point_estimate for d in self.decisions)
+
+    def failure_message(self) -> str:
+        p99 = self.summary.percentiles["p99"]
+        lines = [d.reason for d in self.decisions if d.verdict is Verdict.FAIL]
+        lines += [
+            f"P99 {p99.format()} over n={self.summary.n} samples "
+            f"(stopped: {self.samples.stopped_because}); budget {self.budget}",
+            f"provider {self.case.provider}; intra-op threads "
+            f"{self.settings.get('effective_intra_op_threads')}, "
+            f"spinning {self.settings.get('spinning')}",
+            f"contention: {self.samples.contention.describe()}",
+        ]
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "case": {**dataclasses.asdict(self.case), "id": self.case.id},
+            "model_path": self.model_path,
+            "size_bytes": self.size_bytes,
+            "model_key": self.model_key,
+            "session": self.settings,
+            "load_ms": self.load_ms,
+            "memory_mb": self.memory_mb,
+            "sampling": self.samples.to_dict(),
+            "latency_ms": self.summary.to_dict(),
+            "budget": None if self.budget is None else self.budget.to_dict(),
+            "decisions": [d.to_dict() for d in self.decisions],
+            "verdict": self.verdict,
+            "decided_by_point_estimate": self.decided_by_point_estimate,
+            "node_placement": self.node_placement,
+        }
+
+
+def budget_quantiles(budget: Budget | None) -> list[tuple[float, float]]:
+    if budget is None:
+        return []
+    pairs = [(0.99, budget.p99_ms)]
+    if budget.p50_ms is not None:
+        pairs.append((0.5, budget.p50_ms))
+    return pairs
+
+
+def judge(
+    samples_ms: list[float] | tuple[float, ...], budget: Budget | None, confidence: float
+) -> list[BudgetDecision]:
+    return [judge_budget(samples_ms, q, ms, confidence) for q, ms in budget_quantiles(budget)]
+
+
+def case_inputs(
+    model_path: Path,
+    case: PerfCase,
+    dims: Mapping[str, int],
+    fixed: Mapping[str, object] | None = None,
+) -> dict[str, np.ndarray]:
+    specs = read_input_specs(model_path)
+    dim_values = dict(dims)
+    for spec in specs:  # a symbolic leading axis is the batch
+        if spec.shape and isinstance(spec.shape[0], str):
+            dim_values.setdefault(spec.shape[0], case.batch)
+    return make_inputs(specs, dim_values, fixed, audio_seconds=case.duration_s)
+
+
+def _rss_mb() -> float:
+    return psutil.Process().memory_info().rss / 1e6
+
+
+def measure_case(
+    case: PerfCase,
+    model_path: Path,
+    settings: SessionSettings,
+    policy: SamplingPolicy,
+    budget: Budget | None,
+    inputs: dict[str, np.ndarray],
+    progress: Callable[[str], None] | None = None,
+) -> tuple[Samples, float, float, tuple[BudgetDecision, ...], dict[str, int] | None]:
+    rss_before = _rss_mb()
+    started = time.perf_counter()
+    session = open_session(model_path, settings)  # raises ProviderSkip with the reason
+    load_ms = (time.perf_counter() - started) * 1e3
+
+    def call() -> Any:
+        return session.run(None, inputs)
+
+    def is_decided(samples_ms: list[float]) -> bool:
+        return all(
+            d.verdict is not Verdict.UNDECIDED for d in judge(samples_ms, budget, policy.confidence)
+        )
+
+    samples = sample(call, policy, is_decided if budget else None, progress)
+    memory_mb = _rss_mb() - rss_before
+    decisions = tuple(
+        final_decision(d) for d in judge(samples.samples_ms, budget, policy.confidence)
+    )
+    placement = None
+    if settings.provider != "CPUExecutionProvider":
+        placement = node_placement(model_path, settings, inputs)
+    return samples, load_ms, memory_mb, decisions, placement
+
+
+@dataclasses.dataclass(frozen=True)
+class ConcurrencyResult:
+    threads: int
+    seconds: float
+    requests: int
+    summary: LatencySummary
+
+    @property
+    def requests_per_s(self) -> float:
+        return self.requests / self.seconds
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "threads": self.threads,
+            "seconds": self.seconds,
+            "requests": self.requests,
+            "requests_per_s": self.requests_per_s,
+            "latency_ms": self.summary.to_dict(),
+        }
+
+
+def measure_concurrency(call: Callable[[], Any], threads: int, seconds: float) -> ConcurrencyResult:
+    """N threads calling one session for ``seconds``: throughput and latency under that load."""
+    per_thread: list[list[float]] = [[] for _ in range(threads)]
+    deadline = time.perf_counter() + seconds
+
+    def worker(out: list[float]) -> None:
+        while time.perf_counter() < deadline:
+            start = time.perf_counter_ns()
+            call()
+            out.append((time.perf_counter_ns() - start) / 1e6)
+
+    started = time.perf_counter()
+    pool = [threading.Thread(target=worker, args=(out,)) for out in per_thread]
+    for thread in pool:
+        thread.start()
+    for thread in pool:
+        thread.join()
+    elapsed = time.perf_counter() - started
+    latencies = [x for out in per_thread for x in out]
+    return ConcurrencyResult(
+        threads, elapsed, len(latencies), LatencySummary.from_samples(latencies)
+    )

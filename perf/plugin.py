@@ -1,0 +1,265 @@
+"""The pytest plugin: ``--perf-*`` options, parametrization, fixtures and the summary table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from export.inputs import parse_assignments
+from perf.budgets import BudgetConfigError, load_rules
+from perf.cases import (
+    PerfCase,
+    SelectionError,
+    build_cases,
+    parse_durations,
+    select_providers,
+    select_variants,
+    split_list,
+)
+from perf.providers import (
+    ConflictingOnnxruntimeError,
+    check_single_onnxruntime,
+    default_provider_names,
+    provider_info,
+)
+from perf.run import PerfOptions, PerfRun
+from perf.sampling import SamplingPolicy
+from perf.summary import format_table, summary_table
+
+RUN_KEY = pytest.StashKey[PerfRun]()
+
+# (option, ini name, help, ini default)
+LIST_OPTIONS = (
+    ("--perf-variants", "perf_variants", "ARCH/VARIANT globs, e.g. 'w2v2-base/*'", ["*"]),
+    ("--perf-providers", "perf_providers", "provider short names or globs (cpu, cuda, ...)", ["*"]),
+    ("--perf-durations", "perf_durations", "seconds of audio per call, e.g. 1s,3s,10s", ["3s"]),
+)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("perf", "latency suite (pytest perf/)")
+    for option, ini, help_text, default in LIST_OPTIONS:
+        group.addoption(option, action="append", default=None, help=f"{help_text} (repeatable)")
+        parser.addini(ini, help_text, type="args", default=default)
+    group.addoption("--perf-batch", type=int, default=1, help="batch size (default 1)")
+    group.addoption(
+        "--perf-model",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="PATH",
+        help="also benchmark this ONNX file (repeatable)",
+    )
+    group.addoption(
+        "--perf-dim",
+        action="append",
+        default=[],
+        metavar="NAME=SIZE",
+        help="size of a symbolic input dim of --perf-model (or INPUT[AXIS]=SIZE)",
+    )
+    group.addoption(
+        "--perf-input",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="fixed value for a non-audio input of --perf-model (number or JSON list)",
+    )
+    group.addoption(
+        "--perf-weights",
+        action="append",
+        default=[],
+        metavar="ARCH=PATH",
+        help="trained weights (.safetensors) for an architecture",
+    )
+    group.addoption(
+        "--perf-threads", type=int, default=None, help="intra-op threads (default: physical cores)"
+    )
+    group.addoption("--perf-no-spin", action="store_true", help="turn intra-op thread spinning off")
+    group.addoption(
+        "--perf-max-time", type=float, default=None, help="sampling cap per benchmark, seconds"
+    )
+    parser.addini("perf_max_time", "sampling cap per benchmark, seconds", default="60")
+    group.addoption(
+        "--perf-min-samples",
+        type=int,
+        default=None,
+        help="samples per benchmark without a budget (default: enough for a P99 interval)",
+    )
+    group.addoption(
+        "--perf-confidence",
+        type=float,
+        default=0.95,
+        help="confidence level of intervals and verdicts",
+    )
+    group.addoption(
+        "--perf-concurrency",
+        type=int,
+        default=None,
+        help="threads for the throughput test (0: off)",
+    )
+    parser.addini(
+        "perf_concurrency", "threads for the throughput-under-concurrency test", default="2"
+    )
+    group.addoption(
+        "--perf-concurrency-time", type=float, default=5.0, help="seconds per throughput test"
+    )
+    group.addoption(
+        "--perf-cache", type=Path, default=None, help="model cache directory (default: models/)"
+    )
+    group.addoption(
+        "--perf-inject-delay",
+        type=float,
+        default=0.0,
+        metavar="MS",
+        help="add MS of busy-wait to every timed call (to check that a slowdown is caught)",
+    )
+
+
+def _list_option(config: pytest.Config, option: str, ini: str) -> list[str]:
+    values = config.getoption(option.lstrip("-").replace("-", "_"))
+    return split_list(values if values else config.getini(ini))
+
+
+def _fixed_value(text: str) -> object:
+    import json
+
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def _dims(items: list[str]) -> dict[str, int]:
+    dims = {}
+    for name, value in parse_assignments(items, "--perf-dim").items():
+        try:
+            dims[name] = int(value)
+        except ValueError:
+            raise ValueError(f"--perf-dim {name}={value}: the size must be an integer") from None
+    return dims
+
+
+def _options(config: pytest.Config) -> PerfOptions:
+    providers = [info.short for info in map(provider_info, default_provider_names())]
+    max_time = config.getoption("perf_max_time") or float(config.getini("perf_max_time"))
+    concurrency = config.getoption("perf_concurrency")
+    policy = SamplingPolicy(
+        confidence=config.getoption("perf_confidence"),
+        max_seconds=max_time,
+        min_samples=config.getoption("perf_min_samples"),
+        inject_delay_ms=config.getoption("perf_inject_delay"),
+    )
+    return PerfOptions(
+        variants=tuple(select_variants(_list_option(config, "--perf-variants", "perf_variants"))),
+        providers=tuple(
+            select_providers(_list_option(config, "--perf-providers", "perf_providers"), providers)
+        ),
+        durations=tuple(
+            parse_durations(_list_option(config, "--perf-durations", "perf_durations"))
+        ),
+        batch=config.getoption("perf_batch"),
+        model_files=tuple(config.getoption("perf_model")),
+        dims=_dims(config.getoption("perf_dim")),
+        fixed_inputs={
+            k: _fixed_value(v)
+            for k, v in parse_assignments(config.getoption("perf_input"), "--perf-input").items()
+        },
+        weights={
+            k: Path(v)
+            for k, v in parse_assignments(
+                config.getoption("perf_weights"), "--perf-weights"
+            ).items()
+        },
+        intra_op_threads=config.getoption("perf_threads"),
+        spinning=not config.getoption("perf_no_spin"),
+        policy=policy,
+        concurrency=int(
+            concurrency if concurrency is not None else config.getini("perf_concurrency")
+        ),
+        concurrency_seconds=config.getoption("perf_concurrency_time"),
+        cache_dir=config.getoption("perf_cache"),
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    try:
+        check_single_onnxruntime()
+    except ConflictingOnnxruntimeError as error:
+        raise pytest.UsageError(str(error)) from error
+    try:
+        options = _options(config)
+        rules = load_rules(config.rootpath / "pyproject.toml")
+    except (SelectionError, BudgetConfigError, ValueError) as error:
+        raise pytest.UsageError(str(error)) from error
+    config.stash[RUN_KEY] = PerfRun(options, rules)
+
+
+def perf_run_of(config: pytest.Config) -> PerfRun:
+    return config.stash[RUN_KEY]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    names = metafunc.fixturenames
+    if not {"perf_case", "eager_case", "concurrency_case"} & set(names):
+        return
+    options = perf_run_of(metafunc.config).options
+    if "perf_case" in names:
+        cases = build_cases(
+            options.variants,
+            options.providers,
+            options.durations,
+            options.batch,
+            options.model_files,
+        )
+        metafunc.parametrize("perf_case", cases, ids=[c.id for c in cases])
+    if "eager_case" in names:
+        architectures = dict.fromkeys(v.split("/")[0] for v in options.variants)
+        eager = [
+            PerfCase(f"{arch}/torch-eager", "cpu", duration, options.batch)
+            for arch in architectures
+            for duration in options.durations
+            if "cpu" in options.providers
+        ]
+        metafunc.parametrize("eager_case", eager, ids=[c.id for c in eager])
+    if "concurrency_case" in names:
+        cases = (
+            []
+            if options.concurrency < 1
+            else build_cases(
+                options.variants,
+                options.providers,
+                options.durations[:1],
+                options.batch,
+                options.model_files,
+            )
+        )
+        metafunc.parametrize(
+            "concurrency_case", cases, ids=[f"{c.id}-x{options.concurrency}" for c in cases]
+        )
+
+
+@pytest.fixture(scope="session")
+def perf_run(request: pytest.FixtureRequest) -> PerfRun:
+    return perf_run_of(request.config)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    run = perf_run_of(terminalreporter.config)
+    if run.results:
+        terminalreporter.section("latency summary")
+        terminalreporter.write_line(summary_table(run.results))
+    if run.concurrency_results:
+        terminalreporter.section("throughput under concurrency")
+        rows = [
+            (
+                case.id,
+                str(result.threads),
+                f"{result.requests_per_s:.1f} req/s",
+                f"{result.summary.percentiles['p50'].value:.1f} ms",
+                result.summary.percentiles["p99"].format(),
+            )
+            for case, result in run.concurrency_results
+        ]
+        headers = ("configuration", "threads", "throughput", "P50", "P99 [95% CI]")
+        terminalreporter.write_line(format_table(rows, headers))

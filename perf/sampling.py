@@ -1,0 +1,141 @@
+"""The timed loop: first call, warm-up until steady, then per-call samples until the verdict is
+decided, enough samples exist for the judged percentile, or the time cap is reached.
+
+Every call is timed on its own with ``perf_counter_ns`` and every sample is kept.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+from perf.contention import Contention, ContentionMonitor
+from perf.percentiles import min_samples_for_upper_bound
+
+Call = Callable[[], Any]
+# Called with the samples so far (ms); True when the verdict is decided and sampling may stop.
+IsDecided = Callable[[list[float]], bool]
+Progress = Callable[[str], None]
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplingPolicy:
+    quantile: float = 0.99
+    confidence: float = 0.95
+    max_seconds: float = 60.0  # cap on the sampling phase of one benchmark
+    max_samples: int = 20_000
+    min_samples: int | None = None  # default: enough for an upper bound on `quantile`
+    warmup_window: int = 5
+    warmup_tolerance: float = 0.05  # consecutive window medians within 5%: steady
+    warmup_max_seconds: float = 15.0
+    inject_delay_ms: float = 0.0  # testing the suite's own detection: a slowed-down model
+
+    @property
+    def target_samples(self) -> int:
+        if self.min_samples is not None:
+            return self.min_samples
+        # Enough for the two-sided interval's upper end, not just a one-sided bound.
+        return min_samples_for_upper_bound(self.quantile, (1 + self.confidence) / 2)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "target_samples": self.target_samples}
+
+
+@dataclasses.dataclass(frozen=True)
+class Samples:
+    first_call_ms: float
+    warmup_calls: int
+    warmup_steady: bool
+    samples_ms: tuple[float, ...]
+    stopped_because: str
+    sampling_seconds: float
+    contention: Contention
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "first_call_ms": self.first_call_ms,
+            "warmup_calls": self.warmup_calls,
+            "warmup_steady": self.warmup_steady,
+            "n": len(self.samples_ms),
+            "stopped_because": self.stopped_because,
+            "sampling_seconds": self.sampling_seconds,
+            "contention": dataclasses.asdict(self.contention),
+        }
+
+
+def timed(call: Call, delay_ms: float = 0.0) -> float:
+    """One call's latency in ms. ``delay_ms`` busy-waits inside the timed region."""
+    start = time.perf_counter_ns()
+    call()
+    if delay_ms:
+        deadline = time.perf_counter_ns() + int(delay_ms * 1e6)
+        while time.perf_counter_ns() < deadline:
+            pass
+    return (time.perf_counter_ns() - start) / 1e6
+
+
+def warm_up(call: Call, policy: SamplingPolicy) -> tuple[int, bool]:
+    """Run windows of calls until two consecutive window medians agree; (calls, steady)."""
+    deadline = time.perf_counter() + policy.warmup_max_seconds
+    previous: float | None = None
+    calls = 0
+    while time.perf_counter() < deadline:
+        window = [timed(call, policy.inject_delay_ms) for _ in range(policy.warmup_window)]
+        calls += len(window)
+        median = statistics.median(window)
+        if previous is not None and abs(median - previous) <= policy.warmup_tolerance * previous:
+            return calls, True
+        previous = median
+    return calls, False
+
+
+def _next_look(n: int) -> int:
+    """Looks at the verdict on a geometric schedule: few looks, so little multiple testing."""
+    return max(n + 50, int(n * 1.5))
+
+
+def sample(
+    call: Call,
+    policy: SamplingPolicy,
+    is_decided: IsDecided | None = None,
+    progress: Progress | None = None,
+) -> Samples:
+    first_call_ms = timed(call)  # lazy initialisation, cuDNN/TensorRT tuning: reported apart
+    warmup_calls, steady = warm_up(call, policy)
+    samples: list[float] = []
+    look = policy.target_samples if is_decided is None else 50
+    report_at = time.perf_counter() + 5.0
+    with ContentionMonitor() as monitor:
+        start = time.perf_counter()
+        deadline = start + policy.max_seconds
+        stopped = "time cap"
+        while time.perf_counter() < deadline:
+            samples.append(timed(call, policy.inject_delay_ms))
+            if len(samples) >= policy.max_samples:
+                stopped = "sample cap"
+                break
+            if len(samples) >= look:
+                if is_decided is None:
+                    stopped = "enough samples for the percentile"
+                    break
+                if is_decided(samples):
+                    stopped = "verdict decided"
+                    break
+                look = _next_look(len(samples))
+            if progress is not None and time.perf_counter() >= report_at:
+                progress(f"{len(samples)} samples, median {statistics.median(samples):.1f} ms")
+                report_at += 5.0
+        elapsed = time.perf_counter() - start
+    assert monitor.result is not None
+    return Samples(
+        first_call_ms=first_call_ms,
+        warmup_calls=warmup_calls,
+        warmup_steady=steady,
+        samples_ms=tuple(samples),
+        stopped_because=stopped,
+        sampling_seconds=elapsed,
+        contention=monitor.result,
+    )

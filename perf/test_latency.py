@@ -1,0 +1,51 @@
+"""The benchmarks. Parametrized by the plugin from --perf-* options and pyproject.toml."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from perf.benchmark_record import record_samples
+from perf.cases import PerfCase
+from perf.run import PerfRun
+from perf.sessions import ProviderSkip
+
+
+def test_latency(perf_case: PerfCase, perf_run: PerfRun, benchmark: Any) -> None:
+    try:
+        result = perf_run.measure(perf_case)
+    except ProviderSkip as skip:
+        pytest.skip(skip.reason)
+    record_samples(
+        benchmark,
+        result.samples.samples_ms,
+        {"perf": result.to_dict(), "samples_ms": list(result.samples.samples_ms)},
+    )
+    if result.verdict == "fail":
+        pytest.fail(
+            f"{perf_case.id} breaks its latency budget\n{result.failure_message()}", pytrace=False
+        )
+
+
+def test_torch_eager_reference(eager_case: PerfCase, perf_run: PerfRun, benchmark: Any) -> None:
+    try:
+        result = perf_run.measure_torch(eager_case)
+    except ProviderSkip as skip:
+        pytest.skip(skip.reason)
+    record_samples(
+        benchmark,
+        result.samples.samples_ms,
+        {"perf": result.to_dict(), "samples_ms": list(result.samples.samples_ms)},
+    )
+
+
+def test_concurrent_throughput(
+    concurrency_case: PerfCase, perf_run: PerfRun, benchmark: Any
+) -> None:
+    try:
+        result = perf_run.measure_concurrency(concurrency_case)
+    except ProviderSkip as skip:
+        pytest.skip(skip.reason)
+    benchmark.extra_info["concurrency"] = result.to_dict()
+    benchmark.skipped = True  # measured, but not a per-call benchmark for pytest-benchmark
