@@ -35,6 +35,12 @@ class Budget:
     p50_ms: float | None
     rule: str  # where it came from, for messages
 
+    def __str__(self) -> str:  # failure messages and logs: not the dataclass repr
+        limits = f"P99 < {self.p99_ms:g} ms"
+        if self.p50_ms is not None:
+            limits += f", P50 < {self.p50_ms:g} ms"
+        return f"{limits} ({self.rule})"
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import math
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -87,8 +88,8 @@ def parse_durations(values: Sequence[str]) -> list[float]:
             raise SelectionError(
                 f"--perf-durations {value!r} is not a duration; write e.g. 1s,3s,10s"
             ) from None
-        if seconds <= 0:
-            raise SelectionError(f"--perf-durations {value!r} must be positive")
+        if not (math.isfinite(seconds) and seconds > 0):
+            raise SelectionError(f"--perf-durations {value!r} must be positive and finite")
         durations.append(seconds)
     return durations
 

@@ -15,6 +15,7 @@ import psutil
 from export.inputs import make_inputs, read_input_specs
 from perf.budgets import Budget
 from perf.cases import PerfCase
+from perf.machine_speed import MachineSpeedProbe
 from perf.percentiles import LatencySummary
 from perf.sampling import Samples, SamplingPolicy, sample
 from perf.sessions import SessionSettings, node_placement, open_session
@@ -123,6 +124,7 @@ def measure_case(
     budget: Budget | None,
     inputs: dict[str, np.ndarray],
     progress: Callable[[str], None] | None = None,
+    probe: MachineSpeedProbe | None = None,
 ) -> tuple[Samples, float, float, tuple[BudgetDecision, ...], dict[str, int] | None]:
     rss_before = _rss_mb()
     started = time.perf_counter()
@@ -137,7 +139,7 @@ def measure_case(
             d.verdict is not Verdict.UNDECIDED for d in judge(samples_ms, budget, policy.confidence)
         )
 
-    samples = sample(call, policy, is_decided if budget else None, progress)
+    samples = sample(call, policy, is_decided if budget else None, progress, probe)
     memory_mb = _rss_mb() - rss_before
     decisions = tuple(
         final_decision(d) for d in judge(samples.samples_ms, budget, policy.confidence)

@@ -16,6 +16,7 @@ from export.cache import ModelCache
 from export.recipes import file_sha256, onnx_file_set, parse_variant_name
 from perf.budgets import BudgetRule, budget_for
 from perf.cases import PerfCase
+from perf.machine_speed import MachineSpeedProbe
 from perf.measurement import (
     ConcurrencyResult,
     LatencyResult,
@@ -47,6 +48,7 @@ class PerfOptions:
     concurrency: int
     concurrency_seconds: float
     cache_dir: Path | None
+    speed_probe: bool = True
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,7 +66,7 @@ class PerfRun:
         self.results: list[LatencyResult] = []
         self.concurrency_results: list[tuple[PerfCase, ConcurrencyResult]] = []
         self._models: dict[str, ResolvedModel] = {}
-        self._torch_models: dict[str, Any] = {}
+        self.probe = MachineSpeedProbe() if options.speed_probe else None
 
     def model(self, case: PerfCase) -> ResolvedModel:
         if case.variant not in self._models:
@@ -115,6 +117,7 @@ class PerfRun:
             budget,
             inputs,
             progress=lambda message: log.info("%s: %s", case.id, message),
+            probe=self.probe,
         )
         result = LatencyResult(
             case=case,

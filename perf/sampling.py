@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from perf.contention import Contention, ContentionMonitor
+from perf.machine_speed import MachineSpeedProbe
 from perf.percentiles import min_samples_for_upper_bound
 
 Call = Callable[[], Any]
@@ -50,6 +51,8 @@ class Samples:
     warmup_calls: int
     warmup_steady: bool
     samples_ms: tuple[float, ...]
+    # Machine-speed probe time (ms) measured next to each sample, or None without a probe.
+    probe_ms: tuple[float, ...] | None
     stopped_because: str
     sampling_seconds: float
     contention: Contention
@@ -60,6 +63,7 @@ class Samples:
             "warmup_calls": self.warmup_calls,
             "warmup_steady": self.warmup_steady,
             "n": len(self.samples_ms),
+            "probe": self.probe_ms is not None,
             "stopped_because": self.stopped_because,
             "sampling_seconds": self.sampling_seconds,
             "contention": dataclasses.asdict(self.contention),
@@ -102,10 +106,12 @@ def sample(
     policy: SamplingPolicy,
     is_decided: IsDecided | None = None,
     progress: Progress | None = None,
+    probe: MachineSpeedProbe | None = None,
 ) -> Samples:
     first_call_ms = timed(call)  # lazy initialisation, cuDNN/TensorRT tuning: reported apart
     warmup_calls, steady = warm_up(call, policy)
     samples: list[float] = []
+    probes = _ProbeSchedule(probe)
     look = policy.target_samples if is_decided is None else 50
     report_at = time.perf_counter() + 5.0
     with ContentionMonitor() as monitor:
@@ -114,6 +120,7 @@ def sample(
         stopped = "time cap"
         while time.perf_counter() < deadline:
             samples.append(timed(call, policy.inject_delay_ms))
+            probes.after_sample(len(samples))
             if len(samples) >= policy.max_samples:
                 stopped = "sample cap"
                 break
@@ -129,13 +136,42 @@ def sample(
                 progress(f"{len(samples)} samples, median {statistics.median(samples):.1f} ms")
                 report_at += 5.0
         elapsed = time.perf_counter() - start
+        probe_ms = probes.finish(len(samples))
     assert monitor.result is not None
     return Samples(
         first_call_ms=first_call_ms,
         warmup_calls=warmup_calls,
         warmup_steady=steady,
         samples_ms=tuple(samples),
+        probe_ms=probe_ms,
         stopped_because=stopped,
         sampling_seconds=elapsed,
         contention=monitor.result,
     )
+
+
+class _ProbeSchedule:
+    """Runs the probe every ``interval_s``; each sample gets the next probe measured after it."""
+
+    def __init__(self, probe: MachineSpeedProbe | None) -> None:
+        self.probe = probe
+        self.values: list[float] = []
+        self.next_at = time.perf_counter()
+
+    def after_sample(self, n_samples: int) -> None:
+        if self.probe is None or time.perf_counter() < self.next_at:
+            return
+        self._measure(n_samples)
+        self.next_at = time.perf_counter() + self.probe.interval_s
+
+    def _measure(self, n_samples: int) -> None:
+        assert self.probe is not None
+        value = self.probe.measure_ms()
+        self.values += [value] * (n_samples - len(self.values))
+
+    def finish(self, n_samples: int) -> tuple[float, ...] | None:
+        if self.probe is None:
+            return None
+        if len(self.values) < n_samples:
+            self._measure(n_samples)
+        return tuple(self.values)

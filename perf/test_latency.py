@@ -8,8 +8,17 @@ import pytest
 
 from perf.benchmark_record import record_samples
 from perf.cases import PerfCase
+from perf.measurement import LatencyResult
 from perf.run import PerfRun
 from perf.sessions import ProviderSkip
+
+
+def _record(benchmark: Any, result: LatencyResult) -> None:
+    samples = result.samples
+    extra = {"perf": result.to_dict(), "samples_ms": list(samples.samples_ms)}
+    if samples.probe_ms is not None:
+        extra["probe_ms"] = list(samples.probe_ms)
+    record_samples(benchmark, samples.samples_ms, extra)
 
 
 def test_latency(perf_case: PerfCase, perf_run: PerfRun, benchmark: Any) -> None:
@@ -17,15 +26,10 @@ def test_latency(perf_case: PerfCase, perf_run: PerfRun, benchmark: Any) -> None
         result = perf_run.measure(perf_case)
     except ProviderSkip as skip:
         pytest.skip(skip.reason)
-    record_samples(
-        benchmark,
-        result.samples.samples_ms,
-        {"perf": result.to_dict(), "samples_ms": list(result.samples.samples_ms)},
-    )
+    _record(benchmark, result)
     if result.verdict == "fail":
-        pytest.fail(
-            f"{perf_case.id} breaks its latency budget\n{result.failure_message()}", pytrace=False
-        )
+        message = f"{perf_case.id} breaks its latency budget\n{result.failure_message()}"
+        pytest.fail(message, pytrace=False)
 
 
 def test_torch_eager_reference(eager_case: PerfCase, perf_run: PerfRun, benchmark: Any) -> None:
@@ -33,11 +37,7 @@ def test_torch_eager_reference(eager_case: PerfCase, perf_run: PerfRun, benchmar
         result = perf_run.measure_torch(eager_case)
     except ProviderSkip as skip:
         pytest.skip(skip.reason)
-    record_samples(
-        benchmark,
-        result.samples.samples_ms,
-        {"perf": result.to_dict(), "samples_ms": list(result.samples.samples_ms)},
-    )
+    _record(benchmark, result)
 
 
 def test_concurrent_throughput(
