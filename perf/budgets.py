@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from perf.cases import PerfCase
+from perf.providers import provider_info
 
 TABLE = "tool.latency-suite.budget"
 
@@ -74,6 +75,16 @@ def _positive(value: Any, field: str, where: str) -> float:
     return float(value)
 
 
+def _provider_pattern(name: str, where: str) -> str:
+    """Short provider names; a full name (CUDAExecutionProvider) is accepted and shortened."""
+    if any(char in name for char in "*?["):
+        return name.lower()
+    try:
+        return provider_info(name).short
+    except ValueError as error:
+        raise BudgetConfigError(f"{where}: {error}") from None
+
+
 def parse_rule(table: dict[str, Any], where: str) -> BudgetRule:
     unknown = set(table) - {"variants", "providers", "durations", "p99_ms", "p50_ms"}
     if unknown:
@@ -84,7 +95,8 @@ def parse_rule(table: dict[str, Any], where: str) -> BudgetRule:
     return BudgetRule(
         variants=tuple(str(v) for v in _as_list(table.get("variants", "*"), "variants", where)),
         providers=tuple(
-            str(p).lower() for p in _as_list(table.get("providers", "*"), "providers", where)
+            _provider_pattern(str(p), where)
+            for p in _as_list(table.get("providers", "*"), "providers", where)
         ),
         durations=None
         if durations is None

@@ -108,6 +108,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--perf-cache", type=Path, default=None, help="model cache directory (default: models/)"
     )
     group.addoption(
+        "--perf-no-probe",
+        action="store_true",
+        help="do not interleave the machine-speed probe (baseline comparisons then use raw times)",
+    )
+    group.addoption(
+        "--perf-no-gate",
+        action="store_true",
+        help="report budget verdicts without failing (for noisy shared runners)",
+    )
+    group.addoption(
         "--perf-inject-delay",
         type=float,
         default=0.0,
@@ -179,6 +189,8 @@ def _options(config: pytest.Config) -> PerfOptions:
         ),
         concurrency_seconds=config.getoption("perf_concurrency_time"),
         cache_dir=config.getoption("perf_cache"),
+        speed_probe=not config.getoption("perf_no_probe"),
+        gate=not config.getoption("perf_no_gate"),
     )
 
 

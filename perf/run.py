@@ -49,6 +49,7 @@ class PerfOptions:
     concurrency_seconds: float
     cache_dir: Path | None
     speed_probe: bool = True
+    gate: bool = True  # False: verdicts are reported, a broken budget does not fail the test
 
 
 @dataclasses.dataclass(frozen=True)
