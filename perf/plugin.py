@@ -17,6 +17,7 @@ from perf.cases import (
     select_variants,
     split_list,
 )
+from perf.measurement import case_inputs
 from perf.providers import (
     ConflictingOnnxruntimeError,
     check_single_onnxruntime,
@@ -204,7 +205,20 @@ def pytest_configure(config: pytest.Config) -> None:
         rules = load_rules(config.rootpath / "pyproject.toml")
     except (SelectionError, BudgetConfigError, ValueError) as error:
         raise pytest.UsageError(str(error)) from error
+    _check_model_files(options)
     config.stash[RUN_KEY] = PerfRun(options, rules)
+
+
+def _check_model_files(options: PerfOptions) -> None:
+    """A --perf-model whose inputs cannot be built is a usage error, before anything runs."""
+    for path in options.model_files:
+        if not path.is_file():
+            raise pytest.UsageError(f"--perf-model {path}: no such file")
+        case = PerfCase(str(path), "cpu", options.durations[0], options.batch, model_file=path)
+        try:
+            case_inputs(path, case, options.dims, options.fixed_inputs)
+        except (ValueError, TypeError) as error:
+            raise pytest.UsageError(f"--perf-model {path}: {error}") from error
 
 
 def perf_run_of(config: pytest.Config) -> PerfRun:
