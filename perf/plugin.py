@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from export.inputs import parse_assignments
+from perf.baselines import BaselineError
 from perf.budgets import BudgetConfigError, load_rules
 from perf.cases import (
     PerfCase,
@@ -17,6 +18,7 @@ from perf.cases import (
     select_variants,
     split_list,
 )
+from perf.compare import format_comparison_table
 from perf.measurement import case_inputs
 from perf.providers import (
     ConflictingOnnxruntimeError,
@@ -114,6 +116,22 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="do not interleave the machine-speed probe (baseline comparisons then use raw times)",
     )
     group.addoption(
+        "--perf-save-baseline",
+        action="store_true",
+        help="after a complete, passing run, store its samples as this machine's baseline",
+    )
+    group.addoption(
+        "--perf-baselines",
+        type=Path,
+        default=None,
+        help="baselines directory (default: baselines/ in the rootdir)",
+    )
+    group.addoption(
+        "--perf-force-compare",
+        action="store_true",
+        help="compare with a baseline whose machine, onnxruntime or settings differ",
+    )
+    group.addoption(
         "--perf-no-gate",
         action="store_true",
         help="report budget verdicts without failing (for noisy shared runners)",
@@ -192,6 +210,10 @@ def _options(config: pytest.Config) -> PerfOptions:
         cache_dir=config.getoption("perf_cache"),
         speed_probe=not config.getoption("perf_no_probe"),
         gate=not config.getoption("perf_no_gate"),
+        compare=bool(config.getoption("benchmark_compare", default=None)),
+        force_compare=config.getoption("perf_force_compare"),
+        save_baseline=config.getoption("perf_save_baseline"),
+        baselines_dir=config.getoption("perf_baselines") or config.rootpath / "baselines",
     )
 
 
@@ -206,7 +228,13 @@ def pytest_configure(config: pytest.Config) -> None:
     except (SelectionError, BudgetConfigError, ValueError) as error:
         raise pytest.UsageError(str(error)) from error
     _check_model_files(options)
-    config.stash[RUN_KEY] = PerfRun(options, rules)
+    run = PerfRun(options, rules)
+    if options.compare:
+        try:
+            run.baseline  # noqa: B018 - load now: a malformed file is an error at start
+        except BaselineError as error:
+            raise pytest.UsageError(str(error)) from error
+    config.stash[RUN_KEY] = run
 
 
 def _check_model_files(options: PerfOptions) -> None:
@@ -270,6 +298,24 @@ def perf_run(request: pytest.FixtureRequest) -> PerfRun:
     return perf_run_of(request.config)
 
 
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    run = perf_run_of(session.config)
+    if not run.options.save_baseline:
+        return
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    write = reporter.write_line if reporter else print
+    if exitstatus != 0 or session.testsfailed or session.shouldstop or not run.results:
+        write(f"baseline NOT saved: the run did not complete and pass (exit status {exitstatus})")
+        return
+    try:
+        path = run.save_baseline()
+    except BaselineError as error:
+        write(f"baseline NOT saved: {error}")
+        session.exitstatus = pytest.ExitCode.INTERNAL_ERROR
+        return
+    write(f"baseline saved for {len(run.results)} benchmark(s): {path}")
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     run = perf_run_of(terminalreporter.config)
     if run.results:
@@ -289,3 +335,15 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         ]
         headers = ("configuration", "threads", "throughput", "P50", "P99 [95% CI]")
         terminalreporter.write_line(format_table(rows, headers))
+    compared = [(bench, c.comparison) for bench, c in run.baseline_checks.items() if c.comparison]
+    if compared:
+        terminalreporter.section("comparison with baseline")
+        terminalreporter.write_line(format_comparison_table(compared))
+        if any(c.probe_normalised for c in run.baseline_checks.values()):
+            terminalreporter.write_line(
+                "values are latency / machine-speed probe time (unitless), which cancels "
+                "whole-machine drift; the ratios are what is judged"
+            )
+    others = [c.message for c in run.baseline_checks.values() if not c.comparison]
+    for message in others:
+        terminalreporter.write_line(message)

@@ -6,6 +6,7 @@ The pytest plugin creates one ``PerfRun``; the test functions call ``measure*`` 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import time
 import warnings
@@ -14,8 +15,10 @@ from typing import Any
 
 from export.cache import ModelCache
 from export.recipes import file_sha256, onnx_file_set, parse_variant_name
+from perf.baselines import BaselineFile, find_baseline, save_baselines
 from perf.budgets import BudgetRule, budget_for
 from perf.cases import PerfCase
+from perf.fingerprint import machine_fingerprint, software_fingerprint
 from perf.machine_speed import MachineSpeedProbe
 from perf.measurement import (
     ConcurrencyResult,
@@ -26,7 +29,8 @@ from perf.measurement import (
 )
 from perf.percentiles import LatencySummary
 from perf.providers import provider_options, resolve_provider
-from perf.sampling import SamplingPolicy, sample
+from perf.regression import BaselineCheck, baseline_entry, check_against_baseline, pooled
+from perf.sampling import Samples, SamplingPolicy, sample
 from perf.sessions import ProviderSkip, SessionSettings, check_available, open_session
 
 log = logging.getLogger("perf")
@@ -50,6 +54,10 @@ class PerfOptions:
     cache_dir: Path | None
     speed_probe: bool = True
     gate: bool = True  # False: verdicts are reported, a broken budget does not fail the test
+    compare: bool = False  # --benchmark-compare: judge each result against the baseline
+    force_compare: bool = False
+    save_baseline: bool = False
+    baselines_dir: Path = Path("baselines")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,6 +76,7 @@ class PerfRun:
         self.concurrency_results: list[tuple[PerfCase, ConcurrencyResult]] = []
         self._models: dict[str, ResolvedModel] = {}
         self.probe = MachineSpeedProbe() if options.speed_probe else None
+        self.baseline_checks: dict[str, BaselineCheck] = {}
 
     def model(self, case: PerfCase) -> ResolvedModel:
         if case.variant not in self._models:
@@ -102,12 +111,18 @@ class PerfRun:
             provider_options=provider_options(provider, cache_dir),
         )
 
-    def measure(self, case: PerfCase) -> LatencyResult:
-        """Raises ProviderSkip when the provider cannot run this model here."""
+    def measure(
+        self, case: PerfCase, record: bool = True, use_budget: bool = True
+    ) -> LatencyResult:
+        """Raises ProviderSkip when the provider cannot run this model here.
+
+        ``use_budget=False`` samples to the full count instead of stopping once the budget
+        verdict is decided (a re-measurement for a baseline comparison wants every sample).
+        """
         check_available(resolve_provider(case.provider))  # before building anything
         model = self.model(case)
         settings = self.settings(case.provider)
-        budget = budget_for(case, self.rules)
+        budget = budget_for(case, self.rules) if use_budget else None
         inputs = case_inputs(model.path, case, self.options.dims, self.options.fixed_inputs)
         log.info("%s: sampling (budget: %s)", case.id, budget or "none")
         samples, load_ms, memory_mb, decisions, placement = measure_case(
@@ -135,8 +150,51 @@ class PerfRun:
             node_placement=placement,
         )
         self._warn_if_contended(result)
-        self.results.append(result)
+        if record:
+            self.results.append(result)
         return result
+
+    @functools.cached_property
+    def baseline(self) -> BaselineFile | None:
+        """This machine's committed baseline, loaded once; BaselineError names a bad file."""
+        return find_baseline(self.options.baselines_dir, *self.fingerprint)
+
+    @functools.cached_property
+    def fingerprint(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        return machine_fingerprint(), software_fingerprint()
+
+    def check_regression(self, result: LatencyResult) -> BaselineCheck:
+        """Compare with the baseline; a slower or undecided result is re-measured first."""
+        machine, software = self.fingerprint
+
+        def check(samples: Samples) -> BaselineCheck:
+            return check_against_baseline(
+                result,
+                samples,
+                self.baseline,
+                machine,
+                software,
+                force=self.options.force_compare,
+                where=str(self.options.baselines_dir),
+            )
+
+        verdict = check(result.samples)
+        if verdict.needs_remeasure:
+            log.info(
+                "%s: %s vs baseline; re-measuring before judging",
+                result.case.id,
+                verdict.comparison.verdict if verdict.comparison else "?",
+            )
+            again = self.measure(result.case, record=False, use_budget=False)
+            verdict = dataclasses.replace(
+                check(pooled(result.samples, again.samples)), remeasured=True
+            )
+        self.baseline_checks[result.case.id] = verdict
+        return verdict
+
+    def save_baseline(self) -> Path:
+        entries = {r.case.id: baseline_entry(r) for r in self.results}
+        return save_baselines(self.options.baselines_dir, *self.fingerprint, entries)
 
     def _warn_if_contended(self, result: LatencyResult) -> None:
         warning = result.samples.contention.warning()

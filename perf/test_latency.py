@@ -28,6 +28,15 @@ def test_latency(perf_case: PerfCase, perf_run: PerfRun, benchmark: Any) -> None
     except ProviderSkip as skip:
         pytest.skip(skip.reason)
     _record(benchmark, result)
+    if perf_run.options.compare:
+        check = perf_run.check_regression(result)
+        benchmark.extra_info["baseline"] = check.to_dict()
+        if check.regressed:
+            pytest.fail(
+                f"{perf_case.id} regressed against its baseline\n{check.message}", pytrace=False
+            )
+        if check.status != "compared":
+            warnings.warn(check.message, stacklevel=1)
     if result.verdict == "fail":
         message = f"{perf_case.id} breaks its latency budget\n{result.failure_message()}"
         if not perf_run.options.gate:

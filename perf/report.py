@@ -1,0 +1,350 @@
+"""The run's report: ``report.md``, ``summary.md``, ``report.json`` and PNG plots in one folder.
+
+``report.md`` links the plots beside it; ``summary.md`` is the same text without them, for
+``$GITHUB_STEP_SUMMARY`` (a job summary cannot show an artifact's images). Both stay under
+GitHub's 1 MiB job-summary limit: past ``SUMMARY_LIMIT_BYTES`` table rows are left out (failures
+and regressions last) with a note; ``report.json`` always has every row. Every file is written
+under a temporary name and renamed into place, so a reader never sees half a report.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import re
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from perf.measurement import LatencyResult
+from perf.summary import HEADERS, row
+
+FORMAT_VERSION = 1
+SUMMARY_LIMIT_BYTES = 900 * 1024  # GitHub rejects a job summary over 1 MiB
+MAX_DISTRIBUTION_PLOTS = 24
+REPORT_MD, SUMMARY_MD, REPORT_JSON, OVERVIEW_PNG = (
+    "report.md",
+    "summary.md",
+    "report.json",
+    "overview.png",
+)
+PLOTS_DIR = "plots"
+BULKY_KEYS = ("samples_ms", "probe_ms")
+_NOTE_RESERVE = 300  # bytes kept for each table's "rows left out" note
+_UNSAFE_FILE_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
+
+Comparisons = Sequence[tuple[str, object]]
+Skipped = Sequence[tuple[str, str]]
+
+
+def write_report(
+    directory: Path,
+    results: Sequence[LatencyResult],
+    comparisons: Comparisons = (),
+    run_info: Mapping[str, Any] | None = None,
+    *,
+    skipped: Skipped = (),
+    max_distribution_plots: int = MAX_DISTRIBUTION_PLOTS,
+) -> list[Path]:
+    """Write the report files into ``directory`` (created if needed); returns their paths."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    info = default_run_info() if run_info is None else dict(run_info)
+    plots = _write_plots(directory, results, max_distribution_plots)
+    links = [(label, path.relative_to(directory).as_posix()) for label, path in plots]
+    common = {"comparisons": comparisons, "run_info": info, "skipped": skipped}
+    texts = {
+        REPORT_MD: markdown_summary(results, plots=links, **common),
+        SUMMARY_MD: markdown_summary(results, plots=None, **common),
+        REPORT_JSON: json.dumps(report_data(results, **common), indent=2, default=str) + "\n",
+    }
+    written = [atomic_write_text(directory / name, text) for name, text in texts.items()]
+    return written + [path for _, path in plots]
+
+
+def markdown_summary(
+    results: Sequence[LatencyResult],
+    comparisons: Comparisons = (),
+    run_info: Mapping[str, Any] | None = None,
+    *,
+    skipped: Skipped = (),
+    plots: Sequence[tuple[str, str]] | None = None,
+    limit_bytes: int = SUMMARY_LIMIT_BYTES,
+) -> str:
+    """GitHub-flavoured markdown: run info, the latency table, comparisons, skips, plots.
+
+    ``plots``: (label, relative path) pairs to link; ``None`` says they are in the artifact.
+    """
+    tables = [
+        _latency_table(results),
+        _comparison_table(comparisons),
+        _skipped_table(skipped),
+    ]
+    head = _header(results, comparisons, skipped, run_info or {})
+    tail = _plots_section(plots)
+    room = limit_bytes - _size(head) - _size(tail) - sum(t.fixed_bytes for t in tables)
+    parts = [head]
+    for table in tables:
+        text, used = table.render(room)
+        room -= used
+        parts.append(text)
+    parts.append(tail)
+    return "\n".join(part for part in parts if part)
+
+
+def report_data(
+    results: Sequence[LatencyResult],
+    comparisons: Comparisons = (),
+    run_info: Mapping[str, Any] | None = None,
+    *,
+    skipped: Skipped = (),
+) -> dict[str, Any]:
+    """The JSON report: every result's ``to_dict()`` without per-call samples."""
+    return {
+        "format_version": FORMAT_VERSION,
+        "generated": _now(),
+        "run_info": dict(run_info or {}),
+        "results": [_without_samples(r.to_dict()) for r in results],
+        "skipped": [{"id": case_id, "reason": reason} for case_id, reason in skipped],
+        "comparisons": [{"id": case_id, **_comparison_dict(c)} for case_id, c in comparisons],
+    }
+
+
+def default_run_info() -> dict[str, Any]:
+    """Machine, GPU, onnxruntime build and date, from perf.fingerprint."""
+    from perf.fingerprint import machine_fingerprint, software_fingerprint
+
+    machine = machine_fingerprint()
+    software = software_fingerprint()
+    gpu = machine.get("gpu") or {}
+    distributions = software.get("onnxruntime_distributions") or {}
+    return {
+        "machine": f"{machine['cpu_model']}, {machine['usable_cores']} usable cores, "
+        f"{machine['memory_gib']} GiB, {machine['platform']}",
+        "gpu": ", ".join(gpu.get("names", [])) or "none",
+        "onnxruntime": ", ".join(f"{k} {v}" for k, v in distributions.items())
+        or software["onnxruntime_version"],
+        "providers": ", ".join(software.get("providers", [])),
+        "python": machine["python"],
+        "date": _now(),
+    }
+
+
+def skipped_from_report(report: Any) -> tuple[str, str] | None:
+    """(benchmark id, reason) from a skipped pytest ``TestReport``; None for any other report."""
+    if not getattr(report, "skipped", False):
+        return None
+    nodeid = str(report.nodeid)
+    match = re.search(r"\[(.*)\]$", nodeid)
+    longrepr = report.longrepr
+    reason = longrepr[2] if isinstance(longrepr, tuple) and len(longrepr) == 3 else longrepr
+    reason = str(reason).removeprefix("Skipped: ")
+    return (match.group(1) if match else nodeid), reason
+
+
+def atomic_write_text(path: Path, text: str) -> Path:
+    """Write ``text`` to a temporary file beside ``path``, then rename it over ``path``."""
+    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as out:
+            out.write(text)
+        os.chmod(temp, 0o644)  # mkstemp makes it owner-only
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+@dataclass(frozen=True)
+class _Table:
+    title: str
+    headers: Sequence[str]
+    rows: Sequence[Sequence[str]]
+    important: Sequence[bool]  # rows kept first when the table must be cut
+    intro: str = ""
+
+    @property
+    def head(self) -> str:
+        lines = [f"## {self.title}", ""]
+        if self.intro:
+            lines += [self.intro, ""]
+        return "\n".join([*lines, _md_row(self.headers), _md_row(["---"] * len(self.headers))])
+
+    @property
+    def fixed_bytes(self) -> int:
+        return _size(self.head) + _NOTE_RESERVE if self.rows else 0
+
+    def render(self, room: int) -> tuple[str, int]:
+        """The table with as many rows as fit in ``room`` bytes; (text, row bytes used)."""
+        if not self.rows:
+            return "", 0
+        lines = [_md_row(r) for r in self.rows]
+        keep, used = _fit(lines, self.important, room)
+        body = [line for line, kept in zip(lines, keep, strict=True) if kept]
+        text = "\n".join([self.head, *body]) + "\n"
+        left_out = len(lines) - len(body)
+        if left_out:
+            text += (
+                f"\n_{left_out} of {len(lines)} rows left out to stay under GitHub's 1 MiB "
+                f"job-summary limit (failures and regressions are kept); report.json in the "
+                f"perf-report artifact has every row._\n"
+            )
+        return text, used
+
+
+def _fit(lines: Sequence[str], important: Sequence[bool], room: int) -> tuple[list[bool], int]:
+    order = [i for i in range(len(lines)) if important[i]]
+    order += [i for i in range(len(lines)) if not important[i]]
+    keep, used = [False] * len(lines), 0
+    for i in order:
+        cost = _size(lines[i]) + 1
+        if used + cost > room:
+            break
+        keep[i], used = True, used + cost
+    return keep, used
+
+
+def _latency_table(results: Sequence[LatencyResult]) -> _Table:
+    return _Table(
+        title=f"Latency ({len(results)} benchmarks)",
+        headers=HEADERS,
+        rows=[row(r) for r in results],
+        important=[r.verdict == "fail" for r in results],
+        intro="Per-call latency in milliseconds (ms); load is the session creation time in "
+        "seconds; P99 with its 95% confidence interval.",
+    )
+
+
+def _comparison_table(comparisons: Comparisons) -> _Table:
+    return _Table(
+        title="Comparison with the baseline",
+        headers=("configuration", "change", "baseline -> current (ms), ratio [95% CI]"),
+        rows=[(case_id, _change(c), _change_details(c)) for case_id, c in comparisons],
+        important=[_regressed(c) for _, c in comparisons],
+    )
+
+
+def _skipped_table(skipped: Skipped) -> _Table:
+    return _Table(
+        title=f"Skipped ({len(skipped)})",
+        headers=("configuration", "reason"),
+        rows=[(case_id, reason) for case_id, reason in skipped],
+        important=[False] * len(skipped),
+    )
+
+
+def _header(
+    results: Sequence[LatencyResult],
+    comparisons: Comparisons,
+    skipped: Skipped,
+    run_info: Mapping[str, Any],
+) -> str:
+    lines = ["# Latency report", ""]
+    lines += [f"- **{key}**: {_escape(_info_value(value))}" for key, value in run_info.items()]
+    return "\n".join([*lines, "", _counts(results, comparisons, skipped), ""])
+
+
+def _counts(results: Sequence[LatencyResult], comparisons: Comparisons, skipped: Skipped) -> str:
+    verdicts: dict[str, int] = {}
+    for result in results:
+        verdicts[result.verdict] = verdicts.get(result.verdict, 0) + 1
+    parts = [f"{n} {verdict}" for verdict, n in sorted(verdicts.items())]
+    text = f"**{len(results)} benchmarks**" + (f": {', '.join(parts)}" if parts else "")
+    text += f"; {len(skipped)} skipped"
+    regressions = sum(_regressed(c) for _, c in comparisons)
+    if comparisons:
+        text += f"; {regressions} of {len(comparisons)} compared slower than the baseline"
+    return text + "."
+
+
+def _plots_section(plots: Sequence[tuple[str, str]] | None) -> str:
+    if plots is None:
+        return "Plots and `report.json` are in the `perf-report` artifact of this run.\n"
+    if not plots:
+        return ""
+    (overview_label, overview), *distributions = plots
+    lines = ["## Plots", "", f"![{overview_label}]({overview})", ""]
+    lines += [f"- [{_escape(label)}]({path})" for label, path in distributions]
+    return "\n".join(lines) + "\n"
+
+
+def _write_plots(
+    directory: Path, results: Sequence[LatencyResult], max_distribution_plots: int
+) -> list[tuple[str, Path]]:
+    if not results:
+        return []
+    from perf.plots import plot_distribution, plot_overview
+
+    written = [("latency overview", plot_overview(results, directory / OVERVIEW_PNG))]
+    chosen = sorted(results, key=lambda r: r.verdict != "fail")[: max(max_distribution_plots, 0)]
+    for i, result in enumerate(chosen):
+        name = f"{i:03d}-{_UNSAFE_FILE_CHARS.sub('_', result.case.id)}.png"
+        path = plot_distribution(result, directory / PLOTS_DIR / name)
+        written.append((f"{result.case.id} latency distribution", path))
+    return written
+
+
+def _change(comparison: object) -> str:
+    verdict = getattr(comparison, "verdict", None)
+    text = "-" if verdict is None else str(getattr(verdict, "value", verdict))
+    return f"**{text}**" if _regressed(comparison) else text
+
+
+def _change_details(comparison: object) -> str:
+    changes = getattr(comparison, "changes", None)
+    if changes and all(hasattr(c, "format") for c in changes):
+        return "<br>".join(c.format() for c in changes)
+    if hasattr(comparison, "format"):
+        return "<br>".join(str(comparison.format()).strip().splitlines())
+    return str(comparison)
+
+
+def _regressed(comparison: object) -> bool:
+    regressed = getattr(comparison, "regressed", None)
+    if regressed is not None:
+        return bool(regressed)
+    verdict = getattr(comparison, "verdict", None)
+    return str(getattr(verdict, "value", verdict)) == "slower"
+
+
+def _comparison_dict(comparison: object) -> dict[str, Any]:
+    to_dict = getattr(comparison, "to_dict", None)
+    if callable(to_dict):
+        return dict(to_dict())
+    return {"text": str(getattr(comparison, "format", lambda: comparison)())}
+
+
+def _without_samples(data: dict[str, Any]) -> dict[str, Any]:
+    data = {k: v for k, v in data.items() if k not in BULKY_KEYS}
+    if isinstance(data.get("sampling"), dict):
+        data["sampling"] = {k: v for k, v in data["sampling"].items() if k not in BULKY_KEYS}
+    return data
+
+
+def _md_row(cells: Sequence[str]) -> str:
+    return "| " + " | ".join(_escape(str(cell)) for cell in cells) + " |"
+
+
+def _escape(text: str) -> str:
+    """A table cell on one line: pipes escaped, newlines as <br>."""
+    return text.replace("|", "\\|").replace("\r\n", "<br>").replace("\n", "<br>")
+
+
+def _info_value(value: Any) -> str:
+    if isinstance(value, Mapping):
+        return ", ".join(f"{k} {v}" for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return ", ".join(map(str, value))
+    return str(value)
+
+
+def _size(text: str) -> int:
+    return len(text.encode("utf-8")) + 1
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
