@@ -1,0 +1,140 @@
+"""Does the baseline comparison survive this machine's noise?  A/A and A/B, side by side with
+pytest-benchmark's own ``--benchmark-compare-fail=mean:5%``.
+
+    python -m perf.noise_proof --runs 20 --variant w2v2-base/fp32 --out noise-proof/
+
+1. One run records a baseline (``--perf-save-baseline``) and its pytest-benchmark JSON.
+2. Then ``--runs`` pairs, interleaved so that machine drift hits both alike: an A/A run (the same
+   model) and an A/B run with a real slowdown (``--perf-inject-delay``: ``--slowdown`` x the
+   baseline's median, busy-waited inside every timed call). Each is a fresh ``pytest perf/``
+   process with ``--benchmark-compare``; a run flags a regression when that test fails with
+   "regressed against its baseline" (re-measurement of undecided results included).
+3. pytest-benchmark's gate on the same runs: ``mean:5%`` fails when the run's mean exceeds the
+   baseline run's mean by more than 5%, which is what ``--benchmark-compare-fail=mean:5%``
+   computes from the same stored rounds (one round = one call here).
+
+This is an experiment, not a test: it takes minutes per run on the real model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+REGRESSED = "regressed against its baseline"
+
+
+def pytest_command(args: argparse.Namespace, baselines: Path, json_path: Path) -> list[str]:
+    return [
+        sys.executable, "-m", "pytest", "perf/test_latency.py::test_latency",
+        "-p", "no:cacheprovider", "-q",
+        "--perf-variants", args.variant, "--perf-providers", "cpu",
+        "--perf-durations", args.duration, "--perf-concurrency", "0",
+        "--perf-max-time", str(args.max_time),
+        "--perf-baselines", str(baselines), "--benchmark-json", str(json_path),
+    ]  # fmt: skip
+
+
+def run_pytest(command: list[str], log: Path) -> tuple[int, str]:
+    completed = subprocess.run(command, capture_output=True, text=True, check=False)
+    output = completed.stdout + completed.stderr
+    log.write_text(output)
+    return completed.returncode, output
+
+
+def mean_ms(json_path: Path) -> float:
+    (bench,) = json.loads(json_path.read_text())["benchmarks"]
+    return bench["stats"]["mean"] * 1e3
+
+
+def median_ms(json_path: Path) -> float:
+    (bench,) = json.loads(json_path.read_text())["benchmarks"]
+    return statistics.median(bench["extra_info"]["samples_ms"])
+
+
+def one_run(args: argparse.Namespace, kind: str, index: int, delay_ms: float) -> dict[str, Any]:
+    json_path = args.out / f"{kind}-{index:02d}.json"
+    command = [*pytest_command(args, args.out / "baselines", json_path), "--benchmark-compare"]
+    if delay_ms:
+        command += ["--perf-inject-delay", f"{delay_ms:.3f}"]
+    started = time.perf_counter()
+    code, output = run_pytest(command, args.out / f"{kind}-{index:02d}.log")
+    if code not in (0, 1) or not json_path.exists():
+        raise SystemExit(f"{kind} run {index} did not complete (exit {code}); see its log")
+    mean = mean_ms(json_path)
+    return {
+        "kind": kind,
+        "index": index,
+        "suite_flags_regression": REGRESSED in output,
+        "remeasured": "re-measuring" in output or 'remeasured": true' in output,
+        "pytest_benchmark_mean5_flags": mean > args.baseline_mean * 1.05,
+        "mean_ms": mean,
+        "median_ms": median_ms(json_path),
+        "seconds": time.perf_counter() - started,
+    }
+
+
+def summarise(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
+    def count(kind: str, key: str) -> str:
+        flagged = sum(r[key] for r in rows if r["kind"] == kind)
+        total = sum(r["kind"] == kind for r in rows)
+        return f"{flagged} / {total}"
+
+    return "\n".join([
+        f"Variant {args.variant}, {args.duration} of audio, CPU; baseline mean "
+        f"{args.baseline_mean:.1f} ms, median {args.baseline_median:.1f} ms; A/B delay "
+        f"{args.delay_ms:.1f} ms ({args.slowdown:.0%} of the median).",
+        "",
+        "| gate | A/A false regressions | A/B slowdowns caught |",
+        "|---|---|---|",
+        f"| this suite (`--benchmark-compare`) | {count('aa', 'suite_flags_regression')} "
+        f"| {count('ab', 'suite_flags_regression')} |",
+        f"| pytest-benchmark `--benchmark-compare-fail=mean:5%` "
+        f"| {count('aa', 'pytest_benchmark_mean5_flags')} "
+        f"| {count('ab', 'pytest_benchmark_mean5_flags')} |",
+    ])  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m perf.noise_proof", description=__doc__)
+    parser.add_argument("--variant", default="w2v2-base/fp32")
+    parser.add_argument("--duration", default="3s")
+    parser.add_argument("--runs", type=int, default=20, help="A/A runs and A/B runs, each")
+    parser.add_argument("--slowdown", type=float, default=0.15)
+    parser.add_argument("--max-time", type=float, default=60.0, help="--perf-max-time per run")
+    parser.add_argument("--out", type=Path, default=Path("noise-proof"))
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    baseline_json = args.out / "baseline.json"
+    command = pytest_command(args, args.out / "baselines", baseline_json)
+    code, _ = run_pytest([*command, "--perf-save-baseline"], args.out / "baseline.log")
+    if code != 0:
+        raise SystemExit(f"the baseline run failed (exit {code}); see {args.out}/baseline.log")
+    args.baseline_mean = mean_ms(baseline_json)
+    args.baseline_median = median_ms(baseline_json)
+    args.delay_ms = args.slowdown * args.baseline_median
+    print(f"baseline: mean {args.baseline_mean:.1f} ms; A/B delay {args.delay_ms:.1f} ms",
+          flush=True)  # fmt: skip
+
+    rows = []
+    for index in range(1, args.runs + 1):
+        for kind, delay in (("aa", 0.0), ("ab", args.delay_ms)):
+            row = one_run(args, kind, index, delay)
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+            (args.out / "runs.json").write_text(json.dumps(rows, indent=1))
+    summary = summarise(rows, args)
+    (args.out / "summary.md").write_text(summary + "\n")
+    print(summary)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
