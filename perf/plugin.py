@@ -26,6 +26,7 @@ from perf.providers import (
     default_provider_names,
     provider_info,
 )
+from perf.report import skipped_from_report, write_report
 from perf.run import PerfOptions, PerfRun
 from perf.sampling import SamplingPolicy
 from perf.summary import format_table, summary_table
@@ -130,6 +131,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--perf-force-compare",
         action="store_true",
         help="compare with a baseline whose machine, onnxruntime or settings differ",
+    )
+    group.addoption(
+        "--perf-report",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="write report.md, summary.md, report.json and PNG plots to DIR",
     )
     group.addoption(
         "--perf-no-gate",
@@ -299,6 +307,25 @@ def perf_run(request: pytest.FixtureRequest) -> PerfRun:
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    _write_report(session)
+    _save_baseline(session, exitstatus)
+
+
+def _write_report(session: pytest.Session) -> None:
+    directory = session.config.getoption("perf_report")
+    if directory is None:
+        return
+    run = perf_run_of(session.config)
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    reports = reporter.stats.get("skipped", []) if reporter else []
+    skipped = [s for s in map(skipped_from_report, reports) if s]
+    comparisons = [(b, c.comparison) for b, c in run.baseline_checks.items() if c.comparison]
+    paths = write_report(directory, run.results, comparisons, skipped=skipped)
+    if reporter:
+        reporter.write_line(f"latency report: {paths[0]}")
+
+
+def _save_baseline(session: pytest.Session, exitstatus: int) -> None:
     run = perf_run_of(session.config)
     if not run.options.save_baseline:
         return

@@ -134,11 +134,17 @@ def default_run_info() -> dict[str, Any]:
 
 
 def skipped_from_report(report: Any) -> tuple[str, str] | None:
-    """(benchmark id, reason) from a skipped pytest ``TestReport``; None for any other report."""
+    """(benchmark id, reason) from a skipped pytest ``TestReport``; None for any other report.
+
+    A test with an empty parametrization (``[NOTSET]``, e.g. throughput with
+    ``--perf-concurrency 0``) was not a configuration and gives None too.
+    """
     if not getattr(report, "skipped", False):
         return None
     nodeid = str(report.nodeid)
     match = re.search(r"\[(.*)\]$", nodeid)
+    if match and match.group(1) == "NOTSET":
+        return None
     longrepr = report.longrepr
     reason = longrepr[2] if isinstance(longrepr, tuple) and len(longrepr) == 3 else longrepr
     reason = str(reason).removeprefix("Skipped: ")

