@@ -120,6 +120,7 @@ def export_with_fallbacks(
             with _quiet_exporter():
                 export(model, audio, target)
             check_dynamic_axes(target)
+            check_other_shape(model, target)
         except Exception as error:  # exporters raise many unrelated types
             attempts.append(ExportAttempt(path_name, _first_line(error)))
             progress(f"export path {path_name!r} failed ({_first_line(error)}); trying the next")
@@ -148,6 +149,44 @@ def check_dynamic_axes(model_path: Path) -> None:
         raise ExportError(
             f"{model_path}: input {audio.name!r} has fixed dims ({', '.join(fixed)}); "
             "the batch and sample axes must be dynamic"
+        )
+
+
+# A shape unlike the export example's (batch 2, 3 s) and the parity reference's.
+OTHER_SHAPE = {"batch": 1, "seconds": 1.0}
+
+
+def check_other_shape(model: Any, model_path: Path) -> None:
+    """Symbolic input dims are not enough: run at another batch and length and compare with torch.
+
+    The legacy tracer bakes nn.MultiheadAttention's sequence length into Reshape constants
+    while the input keeps its symbolic dims; such a model only runs at the example's length.
+    """
+    import torch
+
+    from export.parity import MAX_ABS_ERROR, run_cpu
+
+    batch, seconds = OTHER_SHAPE["batch"], OTHER_SHAPE["seconds"]
+    audio = example_audio(batch, seconds, seed=7)
+    with torch.no_grad():
+        expected = model(audio).numpy()
+    try:
+        output = run_cpu(model_path, {EXPORT_OPTIONS["input_name"]: audio.numpy()})
+    except Exception as error:  # onnxruntime raises its own Fail/InvalidArgument types
+        raise ExportError(
+            f"{model_path} does not run at batch {batch}, {seconds:g} s of audio "
+            f"(sizes specialised to the export example?): {_first_line(error)}"
+        ) from error
+    if output.shape != expected.shape:
+        raise ExportError(
+            f"{model_path} outputs {output.shape} at batch {batch}, {seconds:g} s of audio; "
+            f"torch outputs {expected.shape}"
+        )
+    max_error = float(np.max(np.abs(output - expected)))
+    if max_error > MAX_ABS_ERROR:
+        raise ExportError(
+            f"{model_path} differs from torch by {max_error:.3g} at batch {batch}, {seconds:g} s "
+            f"of audio (max {MAX_ABS_ERROR:g})"
         )
 
 

@@ -35,7 +35,8 @@ EXPORT_OPTIONS: dict[str, Any] = {
     "output_name": "speaker_activity",
     "legacy_opset": 17,
 }
-PARITY_OPTIONS: dict[str, Any] = {"batch": 2, "seconds": 3.0, "seed": 1234}
+# Another shape than the export example (batch 2, 3 s): a size baked in at export shows here.
+PARITY_OPTIONS: dict[str, Any] = {"batch": 3, "seconds": 2.0, "seed": 1234}
 
 EXPORT_PACKAGES = ("torch", "transformers", "onnxscript", "onnx", "onnxruntime")
 FILE_PACKAGES = ("onnx", "onnxruntime")
