@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from collections.abc import Mapping
 from typing import Any
 
@@ -12,6 +13,10 @@ from perf.baselines import BaselineEntry, BaselineFile, check_compatible, model_
 from perf.compare import Change, Comparison, compare_samples
 from perf.measurement import LatencyResult
 from perf.sampling import Samples
+
+# Below this many separate probe readings in a run, dividing by them adds more noise than the
+# drift it removes (a short run gets one or two noisy 5 ms matmuls): compare raw times.
+MIN_PROBE_READINGS = 20
 
 NO_BASELINE = "no baseline"
 REFUSED = "refused"
@@ -76,6 +81,13 @@ def _compared_values(
     return values
 
 
+def probe_readings(probe_ms: tuple[float, ...] | None) -> int:
+    """How many separate probe measurements a run's per-sample probe times came from."""
+    if not probe_ms:
+        return 0
+    return 1 + sum(a != b for a, b in itertools.pairwise(probe_ms))
+
+
 def check_against_baseline(
     result: LatencyResult,
     samples: Samples,
@@ -102,7 +114,10 @@ def check_against_baseline(
             + " (--perf-force-compare compares anyway)",
         )
     entry = baseline.entry(bench)
-    use_probe = entry.probe_ms is not None and samples.probe_ms is not None
+    use_probe = (
+        probe_readings(entry.probe_ms) >= MIN_PROBE_READINGS
+        and probe_readings(samples.probe_ms) >= MIN_PROBE_READINGS
+    )
     comparison = compare_samples(
         _compared_values(entry.samples_ms, entry.probe_ms, use_probe),
         _compared_values(samples.samples_ms, samples.probe_ms, use_probe),
