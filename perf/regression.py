@@ -17,6 +17,7 @@ from perf.sampling import Samples
 # Below this many separate probe readings in a run, dividing by them adds more noise than the
 # drift it removes (a short run gets one or two noisy 5 ms matmuls): compare raw times.
 MIN_PROBE_READINGS = 20
+PROBE_SMOOTHING = 5  # readings in the running median (about 5 s at one reading a second)
 
 NO_BASELINE = "no baseline"
 REFUSED = "refused"
@@ -71,13 +72,30 @@ def baseline_entry(result: LatencyResult) -> BaselineEntry:
     )
 
 
+def smoothed_probe(probe_ms: tuple[float, ...], window: int = PROBE_SMOOTHING) -> np.ndarray:
+    """Each sample's probe time as the running median of nearby readings.
+
+    Drift moves over tens of seconds, a reading's own noise from one reading to the next: a
+    median over a few seconds of readings keeps the first and drops the second.
+    """
+    probe = np.asarray(probe_ms, dtype=float)
+    starts = np.flatnonzero(np.r_[True, probe[1:] != probe[:-1]])
+    readings = probe[starts]
+    half = window // 2
+    medians = np.array([
+        np.median(readings[max(0, i - half) : i + half + 1]) for i in range(len(readings))
+    ])  # fmt: skip
+    reading_of_sample = np.searchsorted(starts, np.arange(len(probe)), side="right") - 1
+    return medians[reading_of_sample]
+
+
 def _compared_values(
     samples_ms: tuple[float, ...], probe_ms: tuple[float, ...] | None, use_probe: bool
 ) -> np.ndarray:
     values = np.asarray(samples_ms, dtype=float)
     if use_probe:
         assert probe_ms is not None
-        return values / np.asarray(probe_ms, dtype=float)
+        return values / smoothed_probe(probe_ms)
     return values
 
 

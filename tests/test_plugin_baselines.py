@@ -57,6 +57,7 @@ from perf.regression import (
     check_against_baseline,
     pooled,
     probe_readings,
+    smoothed_probe,
 )
 from perf.run import PerfOptions, PerfRun
 from perf.sampling import Samples, SamplingPolicy
@@ -609,3 +610,10 @@ def test_probe_readings_count_separate_measurements_not_samples() -> None:
     assert probe_readings(None) == 0
     assert probe_readings((5.0, 5.0, 5.0)) == 1
     assert probe_readings((5.0, 5.0, 6.0, 6.0, 5.0)) == 3
+
+
+def test_smoothed_probe_is_a_running_median_of_readings_mapped_back_to_samples() -> None:
+    probe = (1.0, 1.0, 5.0, 5.0, 2.0, 3.0, 9.0, 9.0, 4.0)
+    smoothed = smoothed_probe(probe, window=3)
+    # readings 1, 5, 2, 3, 9, 4 -> running medians 3, 2, 3, 3, 4, 6.5, one per sample
+    assert smoothed.tolist() == [3.0, 3.0, 2.0, 2.0, 3.0, 3.0, 4.0, 4.0, 6.5]
