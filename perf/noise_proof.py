@@ -58,6 +58,11 @@ def median_ms(json_path: Path) -> float:
     return statistics.median(bench["extra_info"]["samples_ms"])
 
 
+def baseline_check(json_path: Path) -> dict[str, Any]:
+    (bench,) = json.loads(json_path.read_text())["benchmarks"]
+    return bench["extra_info"].get("baseline") or {}
+
+
 def one_run(args: argparse.Namespace, kind: str, index: int, delay_ms: float) -> dict[str, Any]:
     json_path = args.out / f"{kind}-{index:02d}.json"
     command = [*pytest_command(args, args.out / "baselines", json_path), "--benchmark-compare"]
@@ -72,7 +77,8 @@ def one_run(args: argparse.Namespace, kind: str, index: int, delay_ms: float) ->
         "kind": kind,
         "index": index,
         "suite_flags_regression": REGRESSED in output,
-        "remeasured": "re-measuring" in output or 'remeasured": true' in output,
+        "remeasured": baseline_check(json_path).get("remeasured", False),
+        "comparison": (baseline_check(json_path).get("comparison") or {}).get("verdict"),
         "pytest_benchmark_mean5_flags": mean > args.baseline_mean * 1.05,
         "mean_ms": mean,
         "median_ms": median_ms(json_path),

@@ -83,7 +83,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--perf-max-time", type=float, default=None, help="sampling cap per benchmark, seconds"
     )
-    parser.addini("perf_max_time", "sampling cap per benchmark, seconds", default="60")
+    parser.addini("perf_max_time", "sampling cap per benchmark, seconds", default="120")
     group.addoption(
         "--perf-min-samples",
         type=int,
@@ -285,16 +285,16 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         ]
         metafunc.parametrize("eager_case", eager, ids=[c.id for c in eager])
     if "concurrency_case" in names:
-        cases = (
-            []
-            if options.concurrency < 1
-            else build_cases(
-                options.variants,
-                options.providers,
-                options.durations[:1],
-                options.batch,
-                options.model_files,
-            )
+        if options.concurrency < 1:
+            off = pytest.param(None, marks=pytest.mark.skip(reason="--perf-concurrency 0"))
+            metafunc.parametrize("concurrency_case", [off], ids=["off"])
+            return
+        cases = build_cases(
+            options.variants,
+            options.providers,
+            options.durations[:1],
+            options.batch,
+            options.model_files,
         )
         metafunc.parametrize(
             "concurrency_case", cases, ids=[f"{c.id}-x{options.concurrency}" for c in cases]
