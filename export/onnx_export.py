@@ -82,9 +82,8 @@ def _legacy_export(model: Any, audio: Any, target: Path) -> None:
     _move_weights_to_external_data(target)
 
 
-def _move_weights_to_external_data(target: Path) -> None:
-    """Give legacy exports the same file layout as dynamo ones: model.onnx + model.onnx.data."""
-    model = onnx.load(str(target))
+def save_with_external_data(model: onnx.ModelProto, target: Path) -> None:
+    """Every artifact's layout: ``model.onnx`` plus its weights in ``model.onnx.data``."""
     onnx.save_model(
         model,
         str(target),
@@ -93,6 +92,11 @@ def _move_weights_to_external_data(target: Path) -> None:
         location=target.name + ".data",
         size_threshold=1024,
     )
+
+
+def _move_weights_to_external_data(target: Path) -> None:
+    """Give legacy exports the same file layout as dynamo ones."""
+    save_with_external_data(onnx.load(str(target)), target)
 
 
 EXPORT_PATHS: list[tuple[str, Callable[[Any, Any, Path], None]]] = [

@@ -14,7 +14,7 @@ from typing import Any
 
 import onnx
 
-from export.onnx_export import MODEL_FILE
+from export.onnx_export import MODEL_FILE, save_with_external_data
 
 DATA_FILE = MODEL_FILE + ".data"
 
@@ -114,17 +114,6 @@ def convert_fp16(parent: Path, out_dir: Path) -> dict[str, Any]:
     converted.topological_sort()  # the input casts are appended after their consumers
     save_with_external_data(converted.model, out_dir / MODEL_FILE)
     return {"float16": "onnxruntime.transformers.float16", "keep_io_types": True}
-
-
-def save_with_external_data(model: onnx.ModelProto, target: Path) -> None:
-    onnx.save_model(
-        model,
-        str(target),
-        save_as_external_data=True,
-        all_tensors_to_one_file=True,
-        location=target.name + ".data",
-        size_threshold=1024,
-    )
 
 
 def _normalise_external_data(out_dir: Path) -> None:
