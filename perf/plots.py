@@ -7,8 +7,7 @@ in milliseconds per call.
 
 from __future__ import annotations
 
-import os
-import tempfile
+import io
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from perf.files import atomic_write_bytes
 from perf.measurement import LatencyResult
 
 MAX_OVERVIEW_ROWS = 60
@@ -62,19 +62,10 @@ def plot_overview(results: Sequence[LatencyResult], path: Path) -> Path:
 
 
 def save_png(fig: Figure, path: Path) -> Path:
-    """Save next to ``path`` under a temporary name, then rename: no half-written PNG."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as out:
-            fig.savefig(out, format="png", dpi=DPI)
-        os.chmod(temp, 0o644)  # mkstemp makes it owner-only
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-    return path
+    """Render in memory, then write atomically: no half-written PNG."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=DPI)
+    return atomic_write_bytes(path, buffer.getvalue())
 
 
 def _figure(width: float, height: float) -> Figure:
