@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -14,6 +16,15 @@ from perf.run import PerfRun
 from perf.sessions import ProviderSkip
 
 
+@contextlib.contextmanager
+def skip_if_unavailable() -> Iterator[None]:
+    """A provider or op this machine cannot run becomes a skip that says why."""
+    try:
+        yield
+    except ProviderSkip as skip:
+        pytest.skip(skip.reason)
+
+
 def _record(benchmark: Any, result: LatencyResult) -> None:
     samples = result.samples
     extra = {"perf": result.to_dict(), "samples_ms": list(samples.samples_ms)}
@@ -23,10 +34,8 @@ def _record(benchmark: Any, result: LatencyResult) -> None:
 
 
 def test_latency(perf_case: PerfCase, perf_run: PerfRun, benchmark: Any) -> None:
-    try:
+    with skip_if_unavailable():
         result = perf_run.measure(perf_case)
-    except ProviderSkip as skip:
-        pytest.skip(skip.reason)
     _record(benchmark, result)
     if perf_run.options.compare:
         check = perf_run.check_regression(result)
@@ -46,19 +55,15 @@ def test_latency(perf_case: PerfCase, perf_run: PerfRun, benchmark: Any) -> None
 
 
 def test_torch_eager_reference(eager_case: PerfCase, perf_run: PerfRun, benchmark: Any) -> None:
-    try:
+    with skip_if_unavailable():
         result = perf_run.measure_torch(eager_case)
-    except ProviderSkip as skip:
-        pytest.skip(skip.reason)
     _record(benchmark, result)
 
 
 def test_concurrent_throughput(
     concurrency_case: PerfCase, perf_run: PerfRun, benchmark: Any
 ) -> None:
-    try:
+    with skip_if_unavailable():
         result = perf_run.measure_concurrency(concurrency_case)
-    except ProviderSkip as skip:
-        pytest.skip(skip.reason)
     benchmark.extra_info["concurrency"] = result.to_dict()
     benchmark.skipped = True  # measured, but not a per-call benchmark for pytest-benchmark
