@@ -3,7 +3,8 @@
 import os
 
 # OpenBLAS threads spin after each call and would slow the model call after a machine-speed probe
-# (perf/machine_speed.py); the variable is read when numpy loads, so set it before any import.
+# (perf/measure/machine_speed.py); the variable is read when numpy loads, so set it before any
+# import.
 os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "1")
 
 pytest_plugins = ["perf.plugin"]

@@ -1,4 +1,5 @@
-"""Measure one benchmark case: session load, first call, warm-up, samples, budget verdicts."""
+"""Measure one benchmark case: session load, first call, warm-up, samples, budget verdicts,
+and the result they make; the torch eager reference and throughput under concurrency too."""
 
 from __future__ import annotations
 
@@ -13,13 +14,14 @@ import numpy as np
 import psutil
 
 from export.inputs import make_inputs, read_input_specs
-from perf.budgets import Budget
-from perf.cases import PerfCase
-from perf.machine_speed import MachineSpeedProbe
-from perf.percentiles import LatencySummary
-from perf.sampling import Samples, SamplingPolicy, sample
-from perf.sessions import SessionSettings, node_placement, open_session
-from perf.verdicts import BudgetDecision, Verdict, final_decision, judge_budget
+from perf.budgets.rules import Budget
+from perf.budgets.verdicts import BudgetDecision, Verdict, final_decision, judge_budget
+from perf.measure.cases import PerfCase
+from perf.measure.machine_speed import MachineSpeedProbe
+from perf.measure.models import ResolvedModel
+from perf.measure.sampling import Samples, SamplingPolicy, sample
+from perf.measure.sessions import ProviderSkip, SessionSettings, node_placement, open_session
+from perf.stats.percentiles import LatencySummary
 
 NOT_GATED = "not gated"
 
@@ -118,17 +120,17 @@ def _rss_mb() -> float:
 
 def measure_case(
     case: PerfCase,
-    model_path: Path,
+    model: ResolvedModel,
     settings: SessionSettings,
     policy: SamplingPolicy,
     budget: Budget | None,
     inputs: dict[str, np.ndarray],
     progress: Callable[[str], None] | None = None,
     probe: MachineSpeedProbe | None = None,
-) -> tuple[Samples, float, float, tuple[BudgetDecision, ...], dict[str, int] | None]:
+) -> LatencyResult:
     rss_before = _rss_mb()
     started = time.perf_counter()
-    session = open_session(model_path, settings)  # raises ProviderSkip with the reason
+    session = open_session(model.path, settings)  # raises ProviderSkip with the reason
     load_ms = (time.perf_counter() - started) * 1e3
 
     def call() -> Any:
@@ -146,8 +148,65 @@ def measure_case(
     )
     placement = None
     if settings.provider != "CPUExecutionProvider":
-        placement = node_placement(model_path, settings, inputs)
-    return samples, load_ms, memory_mb, decisions, placement
+        placement = node_placement(model.path, settings, inputs)
+    return LatencyResult(
+        case=case,
+        model_path=str(model.path),
+        size_bytes=model.size_bytes,
+        model_key=model.key,
+        settings=settings.to_dict(),
+        load_ms=load_ms,
+        memory_mb=memory_mb,
+        samples=samples,
+        summary=LatencySummary.from_samples(samples.samples_ms, policy.confidence),
+        budget=budget,
+        decisions=decisions,
+        node_placement=placement,
+    )
+
+
+def measure_torch_eager(
+    case: PerfCase, weights: Path | None, settings: SessionSettings, policy: SamplingPolicy
+) -> LatencyResult:
+    """The torch eager reference row: what ONNX Runtime bought, on the same CPU threads."""
+    try:
+        import torch
+    except ModuleNotFoundError:
+        raise ProviderSkip(
+            "torch is not installed (pip install -e '.[export]'); no eager reference"
+        ) from None
+    from export.architectures import ARCHITECTURES, build_model, example_audio
+
+    arch = case.variant.split("/")[0]
+    started = time.perf_counter()
+    model = build_model(ARCHITECTURES[arch], weights)
+    load_ms = (time.perf_counter() - started) * 1e3
+    threads = settings.effective_intra_op_threads()
+    torch.set_num_threads(threads)
+    audio = example_audio(case.batch, case.duration_s)
+
+    def call() -> Any:
+        with torch.inference_mode():
+            return model(audio)
+
+    samples = sample(call, policy)
+    return LatencyResult(
+        case=case,
+        model_path=f"torch eager ({arch})",
+        size_bytes=None,
+        model_key=None,
+        settings={
+            "framework": f"torch {torch.__version__}",
+            "effective_intra_op_threads": threads,
+        },
+        load_ms=load_ms,
+        memory_mb=0.0,
+        samples=samples,
+        summary=LatencySummary.from_samples(samples.samples_ms, policy.confidence),
+        budget=None,
+        decisions=(),
+        node_placement=None,
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -193,3 +252,19 @@ def measure_concurrency(call: Callable[[], Any], threads: int, seconds: float) -
     return ConcurrencyResult(
         threads, elapsed, len(latencies), LatencySummary.from_samples(latencies)
     )
+
+
+def measure_model_concurrency(
+    case: PerfCase,
+    model: ResolvedModel,
+    settings: SessionSettings,
+    dims: Mapping[str, int],
+    fixed: Mapping[str, object] | None,
+    threads: int,
+    seconds: float,
+) -> ConcurrencyResult:
+    """One session of ``model`` shared by ``threads`` callers, after one call outside the clock."""
+    session = open_session(model.path, settings)
+    inputs = case_inputs(model.path, case, dims, fixed)
+    session.run(None, inputs)  # first call outside the measurement
+    return measure_concurrency(lambda: session.run(None, inputs), threads, seconds)

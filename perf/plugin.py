@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from export.inputs import parse_assignments
-from perf.baselines import BaselineError
-from perf.budgets import BudgetConfigError, load_rules
-from perf.cases import (
+from perf.baselines.store import BaselineError
+from perf.budgets.rules import BudgetConfigError, load_rules
+from perf.measure.cases import (
     PerfCase,
     SelectionError,
     build_cases,
@@ -18,18 +20,18 @@ from perf.cases import (
     select_variants,
     split_list,
 )
-from perf.compare import format_comparison_table
-from perf.measurement import case_inputs
-from perf.providers import (
+from perf.measure.providers import (
     ConflictingOnnxruntimeError,
     check_single_onnxruntime,
     default_provider_names,
     provider_info,
 )
-from perf.report import skipped_from_report, write_report
+from perf.measure.sampling import SamplingPolicy
+from perf.measurement import case_inputs
+from perf.reports.report import skipped_from_report, write_report
+from perf.reports.summary import format_table, summary_table
 from perf.run import PerfOptions, PerfRun
-from perf.sampling import SamplingPolicy
-from perf.summary import format_table, summary_table
+from perf.stats.compare import format_comparison_table
 
 RUN_KEY = pytest.StashKey[PerfRun]()
 
@@ -239,7 +241,7 @@ def pytest_configure(config: pytest.Config) -> None:
     run = PerfRun(options, rules)
     if options.compare:
         try:
-            run.baseline  # noqa: B018 - load now: a malformed file is an error at start
+            run.baselines.baseline  # noqa: B018 - load now: a malformed file is an error at start
         except BaselineError as error:
             raise pytest.UsageError(str(error)) from error
     config.stash[RUN_KEY] = run
@@ -259,6 +261,23 @@ def _check_model_files(options: PerfOptions) -> None:
 
 def perf_run_of(config: pytest.Config) -> PerfRun:
     return config.stash[RUN_KEY]
+
+
+def record_samples(benchmark: Any, samples_ms: Sequence[float], extra_info: dict[str, Any]) -> None:
+    """Hand our own per-call samples to pytest-benchmark, so that its JSON, --benchmark-save,
+    --benchmark-autosave and --benchmark-compare see them.
+
+    pytest-benchmark has no public API for externally timed calls (ionelmc/pytest-benchmark#52);
+    this uses the documented workaround from that thread in one place, and tests/ checks the JSON
+    it produces. With ``pedantic(rounds=N, iterations=1)`` semantics, one round is one call.
+    """
+    benchmark.extra_info.update(extra_info)
+    if benchmark.disabled:  # --benchmark-disable, or xdist without --benchmark-enable
+        return
+    benchmark._mode = "benchmark.pedantic(...)"
+    stats = benchmark._make_stats(1)
+    for value in samples_ms:
+        stats.update(value / 1e3)  # pytest-benchmark stores seconds
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -319,7 +338,7 @@ def _write_report(session: pytest.Session) -> None:
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     reports = reporter.stats.get("skipped", []) if reporter else []
     skipped = [s for s in map(skipped_from_report, reports) if s]
-    comparisons = [(b, c.comparison) for b, c in run.baseline_checks.items() if c.comparison]
+    comparisons = [(b, c.comparison) for b, c in run.baselines.checks.items() if c.comparison]
     paths = write_report(directory, run.results, comparisons, skipped=skipped)
     if reporter:
         reporter.write_line(f"latency report: {paths[0]}")
@@ -335,7 +354,7 @@ def _save_baseline(session: pytest.Session, exitstatus: int) -> None:
         write(f"baseline NOT saved: the run did not complete and pass (exit status {exitstatus})")
         return
     try:
-        path = run.save_baseline()
+        path = run.baselines.save(run.results)
     except BaselineError as error:
         write(f"baseline NOT saved: {error}")
         session.exitstatus = pytest.ExitCode.INTERNAL_ERROR
@@ -362,15 +381,15 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         ]
         headers = ("configuration", "threads", "throughput", "P50", "P99 [95% CI]")
         terminalreporter.write_line(format_table(rows, headers))
-    compared = [(bench, c.comparison) for bench, c in run.baseline_checks.items() if c.comparison]
+    compared = [(bench, c.comparison) for bench, c in run.baselines.checks.items() if c.comparison]
     if compared:
         terminalreporter.section("comparison with baseline")
         terminalreporter.write_line(format_comparison_table(compared))
-        if any(c.probe_normalised for c in run.baseline_checks.values()):
+        if any(c.probe_normalised for c in run.baselines.checks.values()):
             terminalreporter.write_line(
                 "values are latency / machine-speed probe time (unitless), which cancels "
                 "whole-machine drift; the ratios are what is judged"
             )
-    others = [c.message for c in run.baseline_checks.values() if not c.comparison]
+    others = [c.message for c in run.baselines.checks.values() if not c.comparison]
     for message in others:
         terminalreporter.write_line(message)

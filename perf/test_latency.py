@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 
-from perf.benchmark_record import record_samples
-from perf.cases import PerfCase
+from perf.measure.cases import PerfCase
+from perf.measure.sessions import ProviderSkip
 from perf.measurement import LatencyResult
+from perf.plugin import record_samples
 from perf.run import PerfRun
-from perf.sessions import ProviderSkip
 
 
 @contextlib.contextmanager
@@ -38,7 +38,7 @@ def test_latency(perf_case: PerfCase, perf_run: PerfRun, benchmark: Any) -> None
         result = perf_run.measure(perf_case)
     _record(benchmark, result)
     if perf_run.options.compare:
-        check = perf_run.check_regression(result)
+        check = perf_run.baselines.check(result)
         benchmark.extra_info["baseline"] = check.to_dict()
         if check.regressed:
             pytest.fail(

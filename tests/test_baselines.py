@@ -1,4 +1,4 @@
-"""Tests for perf.baselines: committed per-fingerprint baseline files."""
+"""Tests for perf.baselines.store: committed per-fingerprint baseline files."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ from filelock import FileLock
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from perf import baselines
-from perf.baselines import (
+from perf.baselines import store
+from perf.baselines.store import (
     BASELINE_FILE,
     FORMAT_VERSION,
     BaselineEntry,
@@ -249,8 +249,8 @@ def test_a_held_lock_times_out_with_a_baseline_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = baseline_dir(tmp_path, MACHINE, SOFTWARE) / BASELINE_FILE
-    monkeypatch.setattr(baselines, "LOCK_TIMEOUT_S", 0.05)
-    lock_file = baselines._lock_path(path)
+    monkeypatch.setattr(store, "LOCK_TIMEOUT_S", 0.05)
+    lock_file = store._lock_path(path)
     assert lock_file.parent == Path(tempfile.gettempdir())  # not in the committed folder
     holder = FileLock(str(lock_file))
     result: list[BaseException] = []

@@ -7,8 +7,15 @@ from pathlib import Path
 import pytest
 
 from export.recipes import all_variant_names
-from perf.budgets import Budget, BudgetConfigError, BudgetRule, budget_for, load_rules, parse_rule
-from perf.cases import (
+from perf.budgets.rules import (
+    Budget,
+    BudgetConfigError,
+    BudgetRule,
+    budget_for,
+    load_rules,
+    parse_rule,
+)
+from perf.measure.cases import (
     PerfCase,
     SelectionError,
     build_cases,

@@ -1,4 +1,4 @@
-"""Tests for perf.compare: baseline-vs-current latency comparison.
+"""Tests for perf.stats.compare: baseline-vs-current latency comparison.
 
 The many-trial tests use ``n_resamples=500`` bootstrap resamples (the default is 2000) to stay
 fast; 500 still puts the 0.5% and 99.5% points of a 99% interval between order statistics of
@@ -20,7 +20,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from perf.compare import (
+from perf.stats.compare import (
     Change,
     Comparison,
     QuantileChange,
@@ -460,7 +460,7 @@ def test_cli_exit_2_for_a_missing_file_or_too_few_samples(
 def test_cli_runs_as_a_module(tmp_path: Path) -> None:
     old, new = _pair(tmp_path, 1.3)
     proc = subprocess.run(
-        [sys.executable, "-m", "perf.compare", str(old), str(new), "--n-resamples", "200"],
+        [sys.executable, "-m", "perf.stats.compare", str(old), str(new), "--n-resamples", "200"],
         capture_output=True,
         text=True,
         check=False,

@@ -5,7 +5,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from perf.contention import Contention, ContentionMonitor, CpuTimes
+from perf.measure.contention import Contention, ContentionMonitor, CpuTimes
 
 
 def _feeder(values: list) -> Callable[[], object]:

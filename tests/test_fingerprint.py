@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from perf.fingerprint import (
+from perf.measure.fingerprint import (
     diff_fingerprints,
     fingerprint_id,
     fingerprint_slug,

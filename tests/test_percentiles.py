@@ -1,4 +1,4 @@
-"""Tests for perf.percentiles: point estimates, order-statistic bounds and summaries."""
+"""Tests for perf.stats.percentiles: point estimates, order-statistic bounds and summaries."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from scipy.stats import binom, norm
 
-from perf.percentiles import (
+from perf.stats.percentiles import (
     LatencySummary,
     PercentileEstimate,
     lower_bound,

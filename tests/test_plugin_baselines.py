@@ -18,7 +18,7 @@ single probe reading swings several-fold on a small shared VM (7-29 ms seen), fa
 ~1.3 ms calls do: 4 of 12 probe-normalised A/A pairs came out SLOWER. The recording test keeps
 the probe on, so the stored probe_ms are checked.
 
-The last sections test ``pooled``, ``check_against_baseline`` and ``PerfRun.check_regression``
+The last sections test ``pooled``, ``check_against_baseline`` and ``BaselineGate.check``
 on synthetic samples.
 """
 
@@ -33,22 +33,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from perf.baselines import (
-    BASELINE_FILE,
-    BaselineEntry,
-    BaselineFile,
-    baseline_dir,
-    find_baseline,
-    save_baselines,
-)
-from perf.cases import PerfCase
-from perf.compare import Change, Comparison
-from perf.contention import Contention
-from perf.fingerprint import machine_fingerprint, software_fingerprint
-from perf.measurement import LatencyResult
-from perf.percentiles import LatencySummary
-from perf.plugin import perf_run_of
-from perf.regression import (
+from perf.baselines.regression import (
     COMPARED,
     NO_BASELINE,
     REFUSED,
@@ -59,8 +44,23 @@ from perf.regression import (
     probe_readings,
     smoothed_probe,
 )
+from perf.baselines.store import (
+    BASELINE_FILE,
+    BaselineEntry,
+    BaselineFile,
+    baseline_dir,
+    find_baseline,
+    save_baselines,
+)
+from perf.measure.cases import PerfCase
+from perf.measure.contention import Contention
+from perf.measure.fingerprint import machine_fingerprint, software_fingerprint
+from perf.measure.sampling import Samples, SamplingPolicy
+from perf.measurement import LatencyResult
+from perf.plugin import perf_run_of
 from perf.run import PerfOptions, PerfRun
-from perf.sampling import Samples, SamplingPolicy
+from perf.stats.compare import Change, Comparison
+from perf.stats.percentiles import LatencySummary
 from tests import test_plugin
 from tests.test_plugin import Suite, output
 
@@ -96,7 +96,7 @@ class BaselineChecks:
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         run = perf_run_of(session.config)
-        self.checks = dict(run.baseline_checks)
+        self.checks = dict(run.baselines.checks)
         self.samples = {r.case.id: len(r.samples.samples_ms) for r in run.results}
 
 
@@ -519,7 +519,7 @@ def test_baseline_entry_stores_the_effective_thread_count_and_the_case() -> None
     assert entry.settings["batch"] == 1
 
 
-# --- PerfRun.check_regression: re-measure, pool, then judge ---------------------------------------
+# --- PerfRun.baselines.check: re-measure, pool, then judge ----------------------------------------
 
 
 class FakeRun(PerfRun):
@@ -546,8 +546,8 @@ class FakeRun(PerfRun):
             baselines_dir=tmp_path,
         )
         super().__init__(options, rules=[])
-        self.__dict__["baseline"] = baseline  # the cached properties, filled in
-        self.__dict__["fingerprint"] = (MACHINE, SOFTWARE)
+        self.baselines.__dict__["baseline"] = baseline  # the cached properties, filled in
+        self.baselines.__dict__["fingerprint"] = (MACHINE, SOFTWARE)
         self.remeasured = remeasured
         self.measure_calls: list[dict[str, Any]] = []
 
@@ -564,14 +564,14 @@ def test_a_slower_first_look_is_remeasured_and_judged_on_the_pooled_samples(
     baseline = stored_baseline(tmp_path, make_result(make_samples(latencies(2.0))))
     run = FakeRun(tmp_path, baseline, remeasured=make_samples(latencies(20.0, seed=2)))
 
-    check = run.check_regression(make_result(make_samples(latencies(20.0, seed=1))))
+    check = run.baselines.check(make_result(make_samples(latencies(20.0, seed=1))))
 
     assert run.measure_calls == [{"case": CASE, "record": False, "use_budget": False}]
     assert check.remeasured
     assert check.regressed
     assert check.comparison is not None
     assert check.comparison.n_current == 400  # 200 first + 200 re-measured
-    assert run.baseline_checks == {BENCH: check}
+    assert run.baselines.checks == {BENCH: check}
 
 
 def test_a_slower_first_look_that_does_not_repeat_is_not_a_regression(tmp_path: Path) -> None:
@@ -583,7 +583,7 @@ def test_a_slower_first_look_that_does_not_repeat_is_not_a_regression(tmp_path: 
         make_result(slow_stretch), slow_stretch, baseline, MACHINE, SOFTWARE
     ).regressed
 
-    check = run.check_regression(make_result(slow_stretch))
+    check = run.baselines.check(make_result(slow_stretch))
 
     assert len(run.measure_calls) == 1
     assert check.remeasured
@@ -598,7 +598,7 @@ def test_a_same_first_look_is_not_remeasured(tmp_path: Path) -> None:
     baseline = stored_baseline(tmp_path, make_result(make_samples(latencies(2.0))))
     run = FakeRun(tmp_path, baseline, remeasured=make_samples(latencies(20.0)))
 
-    check = run.check_regression(make_result(make_samples(latencies(2.0, seed=1))))
+    check = run.baselines.check(make_result(make_samples(latencies(2.0, seed=1))))
 
     assert run.measure_calls == []
     assert not check.remeasured

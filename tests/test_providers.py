@@ -8,7 +8,7 @@ import onnxruntime as ort
 import pytest
 from onnxruntime.capi import build_and_package_info as build_info
 
-from perf.providers import (
+from perf.measure.providers import (
     PROVIDERS,
     ConflictingOnnxruntimeError,
     check_single_onnxruntime,

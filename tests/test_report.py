@@ -1,4 +1,4 @@
-"""Tests for perf.report and perf.plots: report.md / summary.md / report.json and PNGs.
+"""Tests for perf.reports.report and .plots: report.md / summary.md / report.json and PNGs.
 
 Results are built from synthetic samples (no model is run), so nothing here depends on how
 fast this machine is. Images are checked for being PNGs, never compared.
@@ -16,13 +16,14 @@ from typing import Any
 import numpy as np
 import pytest
 
-from perf.budgets import Budget
-from perf.cases import PerfCase
-from perf.contention import Contention
+from perf.budgets.rules import Budget
+from perf.budgets.verdicts import final_decision
+from perf.measure.cases import PerfCase
+from perf.measure.contention import Contention
+from perf.measure.sampling import Samples
 from perf.measurement import LatencyResult, judge
-from perf.percentiles import LatencySummary
-from perf.plots import plot_distribution, plot_overview
-from perf.report import (
+from perf.reports.plots import plot_distribution, plot_overview
+from perf.reports.report import (
     FORMAT_VERSION,
     SUMMARY_LIMIT_BYTES,
     atomic_write_text,
@@ -31,9 +32,8 @@ from perf.report import (
     skipped_from_report,
     write_report,
 )
-from perf.sampling import Samples
-from perf.summary import HEADERS
-from perf.verdicts import final_decision
+from perf.reports.summary import HEADERS
+from perf.stats.percentiles import LatencySummary
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 GITHUB_LIMIT = 1024 * 1024
@@ -92,7 +92,7 @@ def make_result(
 
 
 class FakeComparison:
-    """Duck-typed like perf.compare.Comparison: format(), to_dict(), verdict, regressed."""
+    """Duck-typed like perf.stats.compare.Comparison: format(), to_dict(), verdict, regressed."""
 
     def __init__(self, verdict: str, ratio: float) -> None:
         self.verdict = verdict

@@ -1,6 +1,6 @@
 """The sampling loop, driven by fake calls on a fake clock: no onnxruntime, no real time.
 
-``perf.sampling`` reads ``time.perf_counter_ns`` (call durations) and ``time.perf_counter``
+``perf.measure.sampling`` reads ``time.perf_counter_ns`` (call durations) and ``time.perf_counter``
 (deadlines); both are replaced by one fake clock that only a fake call moves forward, so every
 duration, deadline and sample count below is exact and independent of the machine's speed.
 """
@@ -11,16 +11,16 @@ from collections.abc import Callable
 
 import pytest
 
-import perf.sampling
-from perf.contention import ContentionMonitor, CpuTimes
-from perf.percentiles import min_samples_for_upper_bound
-from perf.sampling import SamplingPolicy, sample, timed, warm_up
+import perf.measure.sampling
+from perf.measure.contention import ContentionMonitor, CpuTimes
+from perf.measure.sampling import SamplingPolicy, sample, timed, warm_up
+from perf.stats.percentiles import min_samples_for_upper_bound
 
 NS_PER_MS = 1_000_000
 
 
 class FakeClock:
-    """Stands in for the ``time`` module inside ``perf.sampling``.
+    """Stands in for the ``time`` module inside ``perf.measure.sampling``.
 
     Time moves only through ``advance_ms``, plus ``tick_ms`` on every ``perf_counter_ns`` read
     (needed only by the injected busy-wait, which spins until the clock passes a deadline).
@@ -58,10 +58,10 @@ class FakeModel:
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
     fake = FakeClock()
-    monkeypatch.setattr(perf.sampling, "time", fake)
+    monkeypatch.setattr(perf.measure.sampling, "time", fake)
     # The contention monitor on the same fake clock, with an idle fake machine.
     monkeypatch.setattr(
-        perf.sampling,
+        perf.measure.sampling,
         "ContentionMonitor",
         lambda: ContentionMonitor(
             system_times=lambda: CpuTimes(user=0.0, system=0.0, idle=0.0),
@@ -251,9 +251,9 @@ TICK_MS = 0.5  # each clock read moves time on, so the busy-wait loop terminates
 
 
 def test_injected_delay_is_added_to_every_sample(monkeypatch: pytest.MonkeyPatch) -> None:
-    def run(delay_ms: float) -> perf.sampling.Samples:
+    def run(delay_ms: float) -> perf.measure.sampling.Samples:
         fake = FakeClock(tick_ms=TICK_MS)
-        monkeypatch.setattr(perf.sampling, "time", fake)
+        monkeypatch.setattr(perf.measure.sampling, "time", fake)
         policy = SamplingPolicy(min_samples=25, inject_delay_ms=delay_ms)
         return sample(FakeModel(fake, slow_first_call(40.0, 2.0)), policy)
 

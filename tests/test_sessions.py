@@ -12,7 +12,7 @@ import pytest
 from onnx import TensorProto, helper
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 
-from perf.sessions import (
+from perf.measure.sessions import (
     ModelLoadError,
     ProviderSkip,
     SessionSettings,

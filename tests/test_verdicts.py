@@ -1,4 +1,4 @@
-"""Tests for perf.verdicts: budget verdicts from order-statistic bounds."""
+"""Tests for perf.budgets.verdicts: budget verdicts from order-statistic bounds."""
 
 from __future__ import annotations
 
@@ -11,14 +11,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from perf.percentiles import percentile_estimate, upper_bound
-from perf.verdicts import (
+from perf.budgets.verdicts import (
     BudgetDecision,
     Verdict,
     final_decision,
     judge_budget,
     should_sample_more,
 )
+from perf.stats.percentiles import percentile_estimate, upper_bound
 
 ORDER = {Verdict.FAIL: 0, Verdict.UNDECIDED: 1, Verdict.PASS: 2}
 

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from perf.files import atomic_write_bytes
 from perf.measurement import LatencyResult
-from perf.summary import HEADERS, row
+from perf.reports.files import atomic_write_bytes
+from perf.reports.summary import HEADERS, row
 
 FORMAT_VERSION = 1
 SUMMARY_LIMIT_BYTES = 900 * 1024  # GitHub rejects a job summary over 1 MiB
@@ -113,8 +113,8 @@ def report_data(
 
 
 def default_run_info() -> dict[str, Any]:
-    """Machine, GPU, onnxruntime build and date, from perf.fingerprint."""
-    from perf.fingerprint import machine_fingerprint, software_fingerprint
+    """Machine, GPU, onnxruntime build and date, from perf.measure.fingerprint."""
+    from perf.measure.fingerprint import machine_fingerprint, software_fingerprint
 
     machine = machine_fingerprint()
     software = software_fingerprint()
@@ -273,7 +273,7 @@ def _write_plots(
 ) -> list[tuple[str, Path]]:
     if not results:
         return []
-    from perf.plots import plot_distribution, plot_overview
+    from perf.reports.plots import plot_distribution, plot_overview
 
     written = [("latency overview", plot_overview(results, directory / OVERVIEW_PNG))]
     chosen = sorted(results, key=lambda r: r.verdict != "fail")[: max(max_distribution_plots, 0)]

@@ -12,9 +12,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from perf.contention import Contention, ContentionMonitor
-from perf.machine_speed import MachineSpeedProbe
-from perf.percentiles import min_samples_for_upper_bound
+from perf.measure.contention import Contention, ContentionMonitor
+from perf.measure.machine_speed import MachineSpeedProbe
+from perf.stats.percentiles import min_samples_for_upper_bound
 
 Call = Callable[[], Any]
 # Called with the samples so far (ms); True when the verdict is decided and sampling may stop.

@@ -6,7 +6,7 @@ significance gate, so that noise is not reported as a change, and an effect-size
 that a real but negligible change is not reported either.
 
 * Effect size: the ratio ``current / baseline`` of the quantiles (numpy ``inverted_cdf``,
-  as in ``perf.percentiles``) with a percentile-bootstrap ``confidence`` interval,
+  as in ``perf.stats.percentiles``) with a percentile-bootstrap ``confidence`` interval,
   resampling the two samples independently (``scipy.stats.bootstrap``, seeded).
 * Significance: one-sided Mann-Whitney U tests of current against baseline
   (``scipy.stats.mannwhitneyu``). They test a shift of the whole distribution, not of one
@@ -34,7 +34,7 @@ drifts between runs (shared/DESIGN.md: 5-10% for tens of seconds) is a real shif
 and will be called significant; pass probe-normalised samples (call / machine-speed probe)
 and keep the minimum effects above the drift that remains.
 
-``python -m perf.compare OLD.json NEW.json`` compares two pytest-benchmark JSON files of this
+``python -m perf.stats.compare OLD.json NEW.json`` compares two pytest-benchmark JSON files of this
 suite (per-call samples in ``extra_info["samples_ms"]``, probe times in ``"probe_ms"``) and
 exits 1 when any benchmark is SLOWER, 2 on unusable input, 0 otherwise.
 """
@@ -56,7 +56,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 from scipy.stats import bootstrap, mannwhitneyu
 
-from perf.percentiles import QUANTILE_METHOD
+from perf.stats.percentiles import QUANTILE_METHOD
 
 MIN_SAMPLES = 20
 DEFAULT_MIN_EFFECTS: Mapping[float, float] = MappingProxyType({0.5: 0.05, 0.95: 0.10, 0.99: 0.10})
@@ -249,14 +249,14 @@ def format_comparison_table(rows: Sequence[tuple[str, Comparison]]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m perf.compare OLD.json NEW.json``: 1 if any benchmark is SLOWER, 2 on errors."""
+    """``python -m perf.stats.compare OLD.json NEW.json``: 1 if any is SLOWER, 2 on errors."""
     args = _parse_args(argv)
     try:
         old = _load_benchmarks(args.old)
         new = _load_benchmarks(args.new)
         rows, raw = _compare_files(args, old, new)
     except _InputError as exc:
-        print(f"perf.compare: error: {exc}", file=sys.stderr)
+        print(f"perf.stats.compare: error: {exc}", file=sys.stderr)
         return 2
     print(f"baseline {args.old} -> current {args.new}")
     if rows:
@@ -406,7 +406,7 @@ class _Benchmark:
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m perf.compare",
+        prog="python -m perf.stats.compare",
         description="Compare per-call latencies of two saved pytest-benchmark JSON files.",
     )
     parser.add_argument("old", type=Path, help="baseline JSON (e.g. .benchmarks/.../0001_x.json)")

@@ -1,7 +1,7 @@
 """Which onnxruntime execution providers exist, and which onnxruntime wheel is really installed.
 
 `onnxruntime.get_available_providers()` only says what the wheel was built with; whether a
-provider really works is checked per session in `perf.sessions`.
+provider really works is checked per session in `perf.measure.sessions`.
 """
 
 from __future__ import annotations

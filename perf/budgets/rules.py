@@ -20,8 +20,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from perf.cases import PerfCase
-from perf.providers import provider_info
+from perf.measure.cases import PerfCase
+from perf.measure.providers import provider_info
 
 TABLE = "tool.latency-suite.budget"
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from numpy.typing import ArrayLike
 
-from perf.percentiles import (
+from perf.stats.percentiles import (
     PercentileEstimate,
     lower_bound,
     min_samples_for_lower_bound,

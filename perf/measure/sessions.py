@@ -21,7 +21,7 @@ import numpy as np
 import onnxruntime as ort
 import psutil
 
-from perf.providers import CPU, CUDA, DML, TENSORRT, provider_info, resolve_provider
+from perf.measure.providers import CPU, CUDA, DML, TENSORRT, provider_info, resolve_provider
 
 GRAPH_OPTIMIZATION_LEVELS: dict[str, ort.GraphOptimizationLevel] = {
     "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,

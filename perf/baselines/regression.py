@@ -9,10 +9,10 @@ from typing import Any
 
 import numpy as np
 
-from perf.baselines import BaselineEntry, BaselineFile, check_compatible, model_changed
-from perf.compare import Change, Comparison, compare_samples
+from perf.baselines.store import BaselineEntry, BaselineFile, check_compatible, model_changed
+from perf.measure.sampling import Samples
 from perf.measurement import LatencyResult
-from perf.sampling import Samples
+from perf.stats.compare import Change, Comparison, compare_samples
 
 # Below this many separate probe readings in a run, dividing by them adds more noise than the
 # drift it removes (a short run gets one or two noisy 5 ms matmuls): compare raw times.

@@ -49,8 +49,8 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
-from perf.fingerprint import field_value, fingerprint_id, fingerprint_slug
-from perf.percentiles import LatencySummary
+from perf.measure.fingerprint import field_value, fingerprint_id, fingerprint_slug
+from perf.stats.percentiles import LatencySummary
 
 FORMAT_VERSION = 1
 BASELINE_FILE = "baseline.json"

@@ -1,7 +1,7 @@
 """Does the baseline comparison survive this machine's noise?  A/A and A/B, side by side with
 pytest-benchmark's own ``--benchmark-compare-fail=mean:5%``.
 
-    python -m perf.noise_proof --runs 20 --variant w2v2-base/fp32 --out noise-proof/
+    python -m perf.calibration --runs 20 --variant w2v2-base/fp32 --out noise-proof/
 
 1. One run records a baseline (``--perf-save-baseline``) and its pytest-benchmark JSON.
 2. Then ``--runs`` pairs, interleaved so that machine drift hits both alike: an A/A run (the same
@@ -108,7 +108,7 @@ def summarise(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m perf.noise_proof", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m perf.calibration", description=__doc__)
     parser.add_argument("--variant", default="w2v2-base/fp32")
     parser.add_argument("--duration", default="3s")
     parser.add_argument("--runs", type=int, default=20, help="A/A runs and A/B runs, each")

@@ -1,0 +1,1 @@
+"""Latency budgets from pyproject.toml and the pass/fail/undecided verdict of samples on one."""

@@ -1,0 +1,1 @@
+"""Statistics of latency samples: percentile estimates and bounds, and two-run comparisons."""
