@@ -25,7 +25,7 @@ from typing import Any
 from filelock import FileLock, Timeout
 
 from export.onnx_export import MODEL_FILE, REFERENCE_FILE, load_reference, save_reference
-from export.parity import check_parity, run_cpu
+from export.parity import check_every_isa, check_parity, run_cpu
 from export.recipes import CACHE_FORMAT, PARITY_OPTIONS, Recipe, file_sha256, onnx_file_set
 from export.transforms import TRANSFORMS
 
@@ -198,9 +198,9 @@ class ModelCache:
             reference_dir = _reference_dir(parent)
         inputs, reference = load_reference(reference_dir)
         self.progress(f"{recipe.name}: checking parity with its reference on CPU")
-        details["parity"] = check_parity(
-            recipe.variant, out_dir / MODEL_FILE, inputs, reference
-        ).to_dict()
+        model_path = out_dir / MODEL_FILE
+        details["parity"] = check_parity(recipe.variant, model_path, inputs, reference).to_dict()
+        details["isa_parity"] = check_every_isa(recipe.variant, model_path, inputs, reference)
         return details
 
     def _produce_root(self, recipe: Recipe, out_dir: Path) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""Does an artifact compute what its reference computes? Checked once, when it is built."""
+"""Does an artifact compute what its reference computes? Checked when it is built, for this
+machine natively and for every x86 ISA class by the integer-numerics bound or its emulation."""
 
 from __future__ import annotations
 
@@ -61,6 +62,14 @@ def run_cpu(model_path: Path, inputs: dict[str, np.ndarray]) -> np.ndarray:
     return session.run(None, inputs)[0]
 
 
+def describe_failure(result: ParityResult) -> str:
+    agreement = result.activity_agreement
+    return (
+        f"max abs error {result.max_abs_error:.3g}, cosine {result.cosine:.6f}, activity "
+        f"agreement {'n/a' if agreement is None else f'{agreement:.2%}'} ({result.criteria})"
+    )
+
+
 def check_parity(
     variant: str, model_path: Path, inputs: dict[str, np.ndarray], reference: np.ndarray
 ) -> ParityResult:
@@ -69,11 +78,35 @@ def check_parity(
     result = compare_outputs(variant, run_cpu(model_path, inputs), reference)
     if not result.passed:
         raise ParityError(
-            f"{variant} artifact {model_path} fails parity ({result.criteria}): "
-            f"max abs error {result.max_abs_error:.3g}, cosine {result.cosine:.6f}, "
-            f"activity agreement {result.activity_agreement}"
+            f"{variant} artifact {model_path} fails parity: {describe_failure(result)}"
         )
     return result
+
+
+def check_every_isa(
+    variant: str, model_path: Path, inputs: dict[str, np.ndarray], reference: np.ndarray
+) -> dict[str, Any]:
+    """Parity on the x86 ISAs this machine is not: proven by the weight bound, else emulated.
+
+    An INT8 graph's numbers depend on the CPU that runs it (``export.integer_numerics``). When
+    the bound proves its integer products exact everywhere, the check run here holds on every
+    x86 CPU; otherwise the graph is run with AVX2's saturating arithmetic and must pass too.
+    """
+    from export.integer_numerics import emulate, saturation_bound
+
+    bound = saturation_bound(model_path)
+    certificate: dict[str, Any] = {"bound": bound.to_dict(), "emulated": {}}
+    if bound.exact_everywhere is True or not bound.has_integer_ops:
+        return certificate
+    result = compare_outputs(variant, emulate(model_path, inputs, "avx2")[0], reference)
+    certificate["emulated"]["avx2"] = result.to_dict()
+    if not result.passed:
+        raise ParityError(
+            f"{variant} artifact {model_path} fails parity on AVX2 / AVX-512 without VNNI "
+            f"(u8 x s8 products saturate there; emulated): {describe_failure(result)}; "
+            f"{bound.describe()}. Quantize with reduce_range=True or uint8 weights."
+        )
+    return certificate
 
 
 def onnx_checker(model_path: Path) -> None:

@@ -21,10 +21,23 @@ CACHE_FORMAT = 1
 VARIANTS: dict[str, str] = {
     "fp32": "torch.onnx.export (dynamo, with fallbacks), float32",
     "ort-opt": "offline ONNX Runtime graph optimization (ORT_ENABLE_EXTENDED, portable)",
-    "int8": "dynamic INT8 quantization of MatMul/Gemm after quant_pre_process",
-    "int8-conv": "the seed's recipe: quantize_dynamic defaults, Conv -> ConvInteger",
+    "int8": "dynamic INT8 of MatMul/Gemm after quant_pre_process, same numbers on every x86 ISA",
+    "int8-conv": "the seed's recipe (Conv -> ConvInteger too), same numbers on every x86 ISA",
     "fp16": "float16 weights and compute, float32 inputs/outputs (for GPU providers)",
 }
+# Dynamic INT8 that onnxruntime's CPU kernels compute alike on every x86 ISA. Full-range int8
+# weights saturate the int16 pair sums of AVX2 / AVX-512-without-VNNI kernels (tiny: cosine 0.993
+# there, 0.99998 on VNNI); 7-bit weights (reduce_range) cannot (export/integer_numerics.py) and
+# keep the fast u8 x s8 kernels; per-channel scales win back the bit (w2v2-base cosine 0.99991
+# vs 0.99977 per-tensor). uint8 weights are exact too but 1.3x slower on VNNI. README: "INT8".
+_PORTABLE_INT8 = {"weight_type": "QInt8", "reduce_range": True, "per_channel": True}
+QUANTIZATION: dict[str, dict[str, Any]] = {
+    # MatMul/Gemm only: the conv front end stays float (no ConvInteger, which older onnxruntime
+    # CPU builds cannot run and which is slower than float conv where they can).
+    "int8": {**_PORTABLE_INT8, "op_types_to_quantize": ["MatMul", "Gemm"]},
+    "int8-conv": {**_PORTABLE_INT8, "op_types_to_quantize": None},
+}
+
 # Variants a user's own ONNX file can get (its fp32 is the file itself).
 FILE_VARIANTS = ("ort-opt", "int8", "fp16")
 
@@ -144,6 +157,7 @@ class Recipe:
             "source": self.source.identity(),
             "variant": self.variant,
             "variant_transform": VARIANTS.get(self.variant, "the user's ONNX file, unchanged"),
+            "transform_options": QUANTIZATION.get(self.variant),
             "export_options": EXPORT_OPTIONS if not self.source.is_file else None,
             "parity_options": PARITY_OPTIONS,
             "versions": package_versions(packages),

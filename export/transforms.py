@@ -15,6 +15,7 @@ from typing import Any
 import onnx
 
 from export.onnx_export import MODEL_FILE, save_with_external_data
+from export.recipes import QUANTIZATION
 
 DATA_FILE = MODEL_FILE + ".data"
 
@@ -70,36 +71,38 @@ def _preprocess(parent: Path, target: Path) -> str:
         )
 
 
-def _quantize(parent: Path, out_dir: Path, op_types: list[str] | None) -> dict[str, Any]:
+def _quantize(parent: Path, out_dir: Path, variant: str) -> dict[str, Any]:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    options = QUANTIZATION[variant]
     with tempfile.TemporaryDirectory(dir=out_dir) as scratch:
         preprocessed = Path(scratch) / "preprocessed.onnx"
         preprocess = _preprocess(parent, preprocessed)
         quantize_dynamic(
             str(preprocessed),
             str(out_dir / MODEL_FILE),
-            op_types_to_quantize=op_types,
-            weight_type=QuantType.QInt8,
+            op_types_to_quantize=options["op_types_to_quantize"],
+            weight_type=QuantType[options["weight_type"]],
+            reduce_range=options["reduce_range"],
+            per_channel=options["per_channel"],
             use_external_data_format=True,
         )
     _normalise_external_data(out_dir)
     return {
         "quantization": "dynamic",
-        "weight_type": "QInt8",
-        "op_types_to_quantize": op_types or "quantize_dynamic defaults (Conv included)",
+        **options,
+        "op_types_to_quantize": options["op_types_to_quantize"]
+        or "quantize_dynamic defaults (Conv included)",
         "preprocess": preprocess,
     }
 
 
 def quantize_int8(parent: Path, out_dir: Path) -> dict[str, Any]:
-    # MatMul/Gemm only: the conv feature extractor stays float, so no ConvInteger, which older
-    # onnxruntime CPU builds cannot run and which is slower than float conv where they can.
-    return _quantize(parent, out_dir, ["MatMul", "Gemm"])
+    return _quantize(parent, out_dir, "int8")
 
 
 def quantize_int8_conv(parent: Path, out_dir: Path) -> dict[str, Any]:
-    return _quantize(parent, out_dir, None)
+    return _quantize(parent, out_dir, "int8-conv")
 
 
 def convert_fp16(parent: Path, out_dir: Path) -> dict[str, Any]:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -178,3 +179,36 @@ def test_second_get_is_a_cache_hit(
     assert artifact.directory == entry_dir(tiny_cache_dir, recipe.name)
     assert progress.mentions("building") == []
     assert progress == []
+
+
+@pytest.mark.parametrize("variant", ["int8", "int8-conv"])
+def test_int8_recipes_are_proven_exact_on_every_x86_isa(tiny_cache_dir: Path, variant: str) -> None:
+    """The recipes' 7-bit weights cannot saturate AVX2's int16 pair sums: no emulation needed."""
+    isa_parity = _manifest(tiny_cache_dir, f"tiny/{variant}")["isa_parity"]
+    assert isa_parity["bound"]["exact_everywhere"] is True
+    assert isa_parity["bound"]["worst_pair"] <= isa_parity["bound"]["safe_pair_magnitude"]
+    assert isa_parity["emulated"] == {}
+
+
+def test_float_variants_have_no_integer_ops_to_certify(tiny_cache_dir: Path) -> None:
+    assert _manifest(tiny_cache_dir, "tiny/fp16")["isa_parity"]["bound"]["integer_ops"] == 0
+
+
+def test_a_full_range_int8_recipe_is_refused_for_avx2_wherever_it_is_built(
+    tiny_cache_copy: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """u8 x s8 with 8-bit weights passes on VNNI (cosine 0.99998) and saturates on AVX2 (0.993,
+    measured on a Zen 3 runner; emulated here): the build must fail on either machine."""
+    from export import recipes
+    from export.parity import ParityError
+
+    full_range = {**recipes.QUANTIZATION["int8"], "reduce_range": False}
+    monkeypatch.setitem(recipes.QUANTIZATION, "int8", full_range)
+    shutil.rmtree(entry_dir(tiny_cache_copy, "tiny/int8"), ignore_errors=True)
+    cache = ModelCache(tiny_cache_copy, progress=ProgressLog())
+
+    with pytest.raises(ParityError, match=r"fails parity on AVX2 .*cosine (0\.\d+)") as error:
+        cache.get(parse_variant_name("tiny/int8"))
+    cosine = re.search(r"cosine (0\.\d+)", str(error.value))
+    assert cosine is not None and float(cosine.group(1)) < 0.999
+    assert not entry_dir(tiny_cache_copy, "tiny/int8").exists()
