@@ -232,6 +232,13 @@ class ModelCache:
             "files": {path.name: _file_record(path) for path in sorted(directory.iterdir())},
         }
 
+    def reference_dir(self, recipe: Recipe) -> Path:
+        """Where the reference outputs that ``recipe``'s parity is judged against live."""
+        root = recipe
+        while root.parent is not None:
+            root = root.parent
+        return _reference_dir(self.get(root))
+
     def entries(self) -> list[Path]:
         if not self.root.is_dir():
             return []

@@ -13,10 +13,9 @@ from typing import Any
 import numpy as np
 import psutil
 
-from export.inputs import make_inputs, read_input_specs
 from perf.budgets.rules import Budget
 from perf.budgets.verdicts import BudgetDecision, Verdict, final_decision, judge_budget
-from perf.measure.cases import PerfCase
+from perf.measure.cases import PerfCase, case_inputs
 from perf.measure.machine_speed import MachineSpeedProbe
 from perf.measure.models import ResolvedModel
 from perf.measure.sampling import Samples, SamplingPolicy, sample
@@ -40,6 +39,7 @@ class LatencyResult:
     budget: Budget | None
     decisions: tuple[BudgetDecision, ...]
     node_placement: dict[str, int] | None
+    numerics: dict[str, Any] | None = None  # the check that this model computes right here
 
     @property
     def verdict(self) -> str:
@@ -82,6 +82,7 @@ class LatencyResult:
             "verdict": self.verdict,
             "decided_by_point_estimate": self.decided_by_point_estimate,
             "node_placement": self.node_placement,
+            "numerics": self.numerics,
         }
 
 
@@ -98,20 +99,6 @@ def judge(
     samples_ms: list[float] | tuple[float, ...], budget: Budget | None, confidence: float
 ) -> list[BudgetDecision]:
     return [judge_budget(samples_ms, q, ms, confidence) for q, ms in budget_quantiles(budget)]
-
-
-def case_inputs(
-    model_path: Path,
-    case: PerfCase,
-    dims: Mapping[str, int],
-    fixed: Mapping[str, object] | None = None,
-) -> dict[str, np.ndarray]:
-    specs = read_input_specs(model_path)
-    dim_values = dict(dims)
-    for spec in specs:  # a symbolic leading axis is the batch
-        if spec.shape and isinstance(spec.shape[0], str):
-            dim_values.setdefault(spec.shape[0], case.batch)
-    return make_inputs(specs, dim_values, fixed, audio_seconds=case.duration_s)
 
 
 def _rss_mb() -> float:

@@ -9,12 +9,14 @@ from typing import Any
 import pytest
 
 from export.inputs import parse_assignments
+from export.integer_numerics import ARITHMETIC
 from perf.baselines.store import BaselineError
 from perf.budgets.rules import BudgetConfigError, load_rules
 from perf.measure.cases import (
     PerfCase,
     SelectionError,
     build_cases,
+    case_inputs,
     parse_durations,
     select_providers,
     select_variants,
@@ -27,7 +29,6 @@ from perf.measure.providers import (
     provider_info,
 )
 from perf.measure.sampling import SamplingPolicy
-from perf.measurement import case_inputs
 from perf.reports.report import skipped_from_report, write_report
 from perf.reports.summary import format_table, summary_table
 from perf.run import PerfOptions, PerfRun
@@ -153,6 +154,21 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="MS",
         help="add MS of busy-wait to every timed call (to check that a slowdown is caught)",
     )
+    group.addoption(
+        "--perf-model-parent",
+        action="append",
+        default=[],
+        metavar="MODEL=PARENT",
+        help="the float model a --perf-model was derived from: its numbers are checked against "
+        "the parent's on this machine before it is benchmarked (repeatable)",
+    )
+    group.addoption(
+        "--perf-emulate-isa",
+        default=None,
+        choices=sorted(ARITHMETIC),
+        help="check CPU numerics as a CPU of this class computes them (numpy emulation; e.g. "
+        "avx2 on a VNNI machine), to see what an AVX2 runner would refuse",
+    )
 
 
 def _list_option(config: pytest.Config, option: str, ini: str) -> list[str]:
@@ -224,7 +240,18 @@ def _options(config: pytest.Config) -> PerfOptions:
         force_compare=config.getoption("perf_force_compare"),
         save_baseline=config.getoption("perf_save_baseline"),
         baselines_dir=config.getoption("perf_baselines") or config.rootpath / "baselines",
+        model_parents=_model_parents(config.getoption("perf_model_parent")),
+        emulate_isa=config.getoption("perf_emulate_isa"),
     )
+
+
+def _model_parents(items: list[str]) -> dict[Path, Path]:
+    parents = {}
+    for model, parent in parse_assignments(items, "--perf-model-parent").items():
+        if not Path(parent).is_file():
+            raise ValueError(f"--perf-model-parent {model}={parent}: {parent} does not exist")
+        parents[Path(model).resolve()] = Path(parent).resolve()
+    return parents
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -249,6 +276,12 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def _check_model_files(options: PerfOptions) -> None:
     """A --perf-model whose inputs cannot be built is a usage error, before anything runs."""
+    unknown = set(options.model_parents) - {path.resolve() for path in options.model_files}
+    if unknown:
+        raise pytest.UsageError(
+            f"--perf-model-parent names {', '.join(map(str, sorted(unknown)))}, which is not a "
+            "--perf-model; give the same path to both"
+        )
     for path in options.model_files:
         if not path.is_file():
             raise pytest.UsageError(f"--perf-model {path}: no such file")
@@ -339,7 +372,8 @@ def _write_report(session: pytest.Session) -> None:
     reports = reporter.stats.get("skipped", []) if reporter else []
     skipped = [s for s in map(skipped_from_report, reports) if s]
     comparisons = [(b, c.comparison) for b, c in run.baselines.checks.items() if c.comparison]
-    paths = write_report(directory, run.results, comparisons, skipped=skipped)
+    refused = [(case.id, verdict.message()) for case, verdict in run.refused]
+    paths = write_report(directory, run.results, comparisons, skipped=skipped, refused=refused)
     if reporter:
         reporter.write_line(f"latency report: {paths[0]}")
 
@@ -367,6 +401,10 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     if run.results:
         terminalreporter.section("latency summary")
         terminalreporter.write_line(summary_table(run.results))
+    if run.refused:
+        terminalreporter.section("refused: wrong numbers on this machine, not benchmarked")
+        for case, verdict in run.refused:
+            terminalreporter.write_line(f"{case.id}: {verdict.message()}")
     if run.concurrency_results:
         terminalreporter.section("throughput under concurrency")
         rows = [

@@ -14,8 +14,10 @@ from export.cache import ModelCache
 from perf.baselines.gate import BaselineGate
 from perf.budgets.rules import BudgetRule, budget_for
 from perf.measure.cases import PerfCase
+from perf.measure.fingerprint import machine_and_software
 from perf.measure.machine_speed import MachineSpeedProbe
-from perf.measure.models import Models
+from perf.measure.models import Models, ResolvedModel
+from perf.measure.numerics import NumericsChecker, NumericsRefused, NumericsVerdict
 from perf.measure.providers import provider_options, resolve_provider
 from perf.measure.sampling import SamplingPolicy
 from perf.measure.sessions import SessionSettings, check_available
@@ -53,6 +55,8 @@ class PerfOptions:
     force_compare: bool = False
     save_baseline: bool = False
     baselines_dir: Path = Path("baselines")
+    model_parents: dict[Path, Path] = dataclasses.field(default_factory=dict)
+    emulate_isa: str | None = None  # check numerics as a CPU of this class computes them
 
 
 class PerfRun:
@@ -61,7 +65,12 @@ class PerfRun:
     def __init__(self, options: PerfOptions, rules: list[BudgetRule]) -> None:
         self.options = options
         self.rules = rules
-        self.models = Models(ModelCache(options.cache_dir, progress=log.info), options.weights)
+        cache = ModelCache(options.cache_dir, progress=log.info)
+        self.models = Models(cache, options.weights, options.model_parents)
+        self.numerics = NumericsChecker(
+            cache.root / ".numerics", machine_and_software(), options.emulate_isa
+        )
+        self.refused: list[tuple[PerfCase, NumericsVerdict]] = []
         self.results: list[LatencyResult] = []
         self.concurrency_results: list[tuple[PerfCase, ConcurrencyResult]] = []
         self.probe = MachineSpeedProbe() if options.speed_probe else None
@@ -89,6 +98,7 @@ class PerfRun:
         check_available(resolve_provider(case.provider))  # before building anything
         model = self.models.resolve(case)
         settings = self.settings(case.provider)
+        numerics = self.check_numerics(case, model, settings)
         budget = budget_for(case, self.rules) if use_budget else None
         inputs = case_inputs(model.path, case, self.options.dims, self.options.fixed_inputs)
         log.info("%s: sampling (budget: %s)", case.id, budget or "none")
@@ -102,10 +112,26 @@ class PerfRun:
             progress=lambda message: log.info("%s: %s", case.id, message),
             probe=self.probe,
         )
+        result = dataclasses.replace(result, numerics=numerics.to_dict())
         self._warn_if_contended(result)
         if record:
             self.results.append(result)
         return result
+
+    def check_numerics(
+        self, case: PerfCase, model: ResolvedModel, settings: SessionSettings
+    ) -> NumericsVerdict:
+        """Raises NumericsRefused when the model computes wrong numbers on this machine."""
+        options = self.options
+        try:
+            verdict = self.numerics.check_case(
+                case, model, settings, options.dims, options.fixed_inputs
+            )
+        except NumericsRefused as refused:
+            self.refused.append((case, refused.verdict))
+            raise
+        log.info("%s: %s", case.id, verdict.message())
+        return verdict
 
     def _remeasure(self, case: PerfCase) -> LatencyResult:
         return self.measure(case, record=False, use_budget=False)
@@ -127,6 +153,7 @@ class PerfRun:
     def measure_concurrency(self, case: PerfCase) -> ConcurrencyResult:
         check_available(resolve_provider(case.provider))
         model = self.models.resolve(case)
+        self.check_numerics(case, model, self.settings(case.provider))
         result = measure_model_concurrency(
             case,
             model,

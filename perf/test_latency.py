@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from perf.measure.cases import PerfCase
+from perf.measure.numerics import NumericsRefused
 from perf.measure.sessions import ProviderSkip
 from perf.measurement import LatencyResult
 from perf.plugin import record_samples
@@ -17,12 +18,15 @@ from perf.run import PerfRun
 
 
 @contextlib.contextmanager
-def skip_if_unavailable() -> Iterator[None]:
-    """A provider or op this machine cannot run becomes a skip that says why."""
+def unavailable_or_refused() -> Iterator[None]:
+    """A provider or op this machine cannot run becomes a skip that says why; a model that
+    computes wrong numbers here fails, since its timings would be of a wrong model."""
     try:
         yield
     except ProviderSkip as skip:
         pytest.skip(skip.reason)
+    except NumericsRefused as refused:
+        pytest.fail(f"not benchmarked: {refused}", pytrace=False)
 
 
 def _record(benchmark: Any, result: LatencyResult) -> None:
@@ -34,7 +38,7 @@ def _record(benchmark: Any, result: LatencyResult) -> None:
 
 
 def test_latency(perf_case: PerfCase, perf_run: PerfRun, benchmark: Any) -> None:
-    with skip_if_unavailable():
+    with unavailable_or_refused():
         result = perf_run.measure(perf_case)
     _record(benchmark, result)
     if perf_run.options.compare:
@@ -55,7 +59,7 @@ def test_latency(perf_case: PerfCase, perf_run: PerfRun, benchmark: Any) -> None
 
 
 def test_torch_eager_reference(eager_case: PerfCase, perf_run: PerfRun, benchmark: Any) -> None:
-    with skip_if_unavailable():
+    with unavailable_or_refused():
         result = perf_run.measure_torch(eager_case)
     _record(benchmark, result)
 
@@ -63,7 +67,7 @@ def test_torch_eager_reference(eager_case: PerfCase, perf_run: PerfRun, benchmar
 def test_concurrent_throughput(
     concurrency_case: PerfCase, perf_run: PerfRun, benchmark: Any
 ) -> None:
-    with skip_if_unavailable():
+    with unavailable_or_refused():
         result = perf_run.measure_concurrency(concurrency_case)
     benchmark.extra_info["concurrency"] = result.to_dict()
     benchmark.skipped = True  # measured, but not a per-call benchmark for pytest-benchmark

@@ -5,9 +5,12 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
+import numpy as np
+
+from export.inputs import make_inputs, read_input_specs
 from export.recipes import all_variant_names
 
 # `tiny` is for the suite's own tests: only a pattern that names it selects it.
@@ -114,3 +117,17 @@ def build_cases(
         for duration in durations
     ]
     return cases
+
+
+def case_inputs(
+    model_path: Path,
+    case: PerfCase,
+    dims: Mapping[str, int],
+    fixed: Mapping[str, object] | None = None,
+) -> dict[str, np.ndarray]:
+    specs = read_input_specs(model_path)
+    dim_values = dict(dims)
+    for spec in specs:  # a symbolic leading axis is the batch
+        if spec.shape and isinstance(spec.shape[0], str):
+            dim_values.setdefault(spec.shape[0], case.batch)
+    return make_inputs(specs, dim_values, fixed, audio_seconds=case.duration_s)

@@ -210,3 +210,8 @@ def diff_fingerprints(
         if left != right:
             diffs.append(f"{field}: {left!r} != {right!r}")
     return diffs
+
+
+def machine_and_software() -> dict[str, Any]:
+    """Everything that can change what a model computes or how fast: both fingerprints."""
+    return {"machine": machine_fingerprint(), "software": software_fingerprint()}

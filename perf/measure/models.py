@@ -15,14 +15,20 @@ class ResolvedModel:
     path: Path
     size_bytes: int
     key: str | None
+    variant: str = "file"  # the recipe's variant (fp32, int8, ...), or "file" for --perf-model
+    reference_dir: Path | None = None  # the build's reference outputs (cached artifacts)
+    parent: Path | None = None  # a --perf-model's float parent (--perf-model-parent)
 
 
 class Models:
     """Resolves each variant once per session; building a missing artifact goes to the cache."""
 
-    def __init__(self, cache: ModelCache, weights: dict[str, Path]) -> None:
+    def __init__(
+        self, cache: ModelCache, weights: dict[str, Path], parents: dict[Path, Path] | None = None
+    ) -> None:
         self.cache = cache
         self.weights = weights
+        self.parents = parents or {}
         self._models: dict[str, ResolvedModel] = {}
 
     def resolve(self, case: PerfCase) -> ResolvedModel:
@@ -37,7 +43,8 @@ class Models:
                 raise FileNotFoundError(f"--perf-model {path} does not exist")
             files = onnx_file_set(path)
             size = sum(f.stat().st_size for f in files if f.is_file())
-            return ResolvedModel(path, size, file_sha256(path))
+            parent = self.parents.get(path.resolve())
+            return ResolvedModel(path, size, file_sha256(path), parent=parent)
         recipe = parse_variant_name(case.variant, self.weights)
         try:
             artifact = self.cache.get(recipe)
@@ -47,4 +54,10 @@ class Models:
                 "install the export extra (pip install -e '.[cpu,export]') or prebuild the "
                 "models on a machine that has it (python -m export build)"
             ) from error
-        return ResolvedModel(artifact.model_path, artifact.size_bytes, artifact.key)
+        return ResolvedModel(
+            artifact.model_path,
+            artifact.size_bytes,
+            artifact.key,
+            variant=recipe.variant,
+            reference_dir=self.cache.reference_dir(recipe),
+        )

@@ -12,7 +12,7 @@ import os
 import re
 import tempfile
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -212,3 +212,14 @@ def node_placement(
         events = json.loads(profile.read_text())
         profile.unlink()
     return _count_node_providers(events)
+
+
+def session_runner(
+    settings: SessionSettings,
+) -> Callable[[Path, Mapping[str, np.ndarray]], np.ndarray]:
+    """Run a model once on ``settings``' provider (verified) and return its first output."""
+
+    def run(model_path: Path, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
+        return open_session(model_path, settings).run(None, dict(inputs))[0]
+
+    return run

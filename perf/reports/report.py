@@ -46,6 +46,7 @@ def write_report(
     run_info: Mapping[str, Any] | None = None,
     *,
     skipped: Skipped = (),
+    refused: Skipped = (),
     max_distribution_plots: int = MAX_DISTRIBUTION_PLOTS,
 ) -> list[Path]:
     """Write the report files into ``directory`` (created if needed); returns their paths."""
@@ -54,7 +55,7 @@ def write_report(
     info = default_run_info() if run_info is None else dict(run_info)
     plots = _write_plots(directory, results, max_distribution_plots)
     links = [(label, path.relative_to(directory).as_posix()) for label, path in plots]
-    common = {"comparisons": comparisons, "run_info": info, "skipped": skipped}
+    common = {"comparisons": comparisons, "run_info": info, "skipped": skipped, "refused": refused}
     texts = {
         REPORT_MD: markdown_summary(results, plots=links, **common),
         SUMMARY_MD: markdown_summary(results, plots=None, **common),
@@ -70,6 +71,7 @@ def markdown_summary(
     run_info: Mapping[str, Any] | None = None,
     *,
     skipped: Skipped = (),
+    refused: Skipped = (),
     plots: Sequence[tuple[str, str]] | None = None,
     limit_bytes: int = SUMMARY_LIMIT_BYTES,
 ) -> str:
@@ -79,10 +81,11 @@ def markdown_summary(
     """
     tables = [
         _latency_table(results),
+        _refused_table(refused),
         _comparison_table(comparisons),
         _skipped_table(skipped),
     ]
-    head = _header(results, comparisons, skipped, run_info or {})
+    head = _header(results, comparisons, skipped, run_info or {}, refused)
     tail = _plots_section(plots)
     room = limit_bytes - _size(head) - _size(tail) - sum(t.fixed_bytes for t in tables)
     parts = [head]
@@ -100,6 +103,7 @@ def report_data(
     run_info: Mapping[str, Any] | None = None,
     *,
     skipped: Skipped = (),
+    refused: Skipped = (),
 ) -> dict[str, Any]:
     """The JSON report: every result's ``to_dict()`` without per-call samples."""
     return {
@@ -108,6 +112,7 @@ def report_data(
         "run_info": dict(run_info or {}),
         "results": [_without_samples(r.to_dict()) for r in results],
         "skipped": [{"id": case_id, "reason": reason} for case_id, reason in skipped],
+        "refused": [{"id": case_id, "reason": reason} for case_id, reason in refused],
         "comparisons": [{"id": case_id, **_comparison_dict(c)} for case_id, c in comparisons],
     }
 
@@ -224,6 +229,15 @@ def _comparison_table(comparisons: Comparisons) -> _Table:
     )
 
 
+def _refused_table(refused: Skipped) -> _Table:
+    return _Table(
+        title=f"Refused: wrong numbers on this machine, not benchmarked ({len(refused)})",
+        headers=("configuration", "numerics check"),
+        rows=[(case_id, reason) for case_id, reason in refused],
+        important=[True] * len(refused),
+    )
+
+
 def _skipped_table(skipped: Skipped) -> _Table:
     return _Table(
         title=f"Skipped ({len(skipped)})",
@@ -238,10 +252,14 @@ def _header(
     comparisons: Comparisons,
     skipped: Skipped,
     run_info: Mapping[str, Any],
+    refused: Skipped = (),
 ) -> str:
     lines = ["# Latency report", ""]
     lines += [f"- **{key}**: {_escape(_info_value(value))}" for key, value in run_info.items()]
-    return "\n".join([*lines, "", _counts(results, comparisons, skipped), ""])
+    counts = _counts(results, comparisons, skipped)
+    if refused:
+        counts = counts.removesuffix(".") + f"; **{len(refused)} refused** (wrong numbers here)."
+    return "\n".join([*lines, "", counts, ""])
 
 
 def _counts(results: Sequence[LatencyResult], comparisons: Comparisons, skipped: Skipped) -> str:
