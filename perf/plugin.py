@@ -8,8 +8,10 @@ from typing import Any
 
 import pytest
 
+from export.cache import default_cache_dir
 from export.inputs import parse_assignments
 from export.integer_numerics import ARITHMETIC
+from perf.baselines.git_ref import GitRefError, RefTree, checkout
 from perf.baselines.store import BaselineError
 from perf.budgets.rules import BudgetConfigError, load_rules
 from perf.measure.cases import (
@@ -163,6 +165,18 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "the parent's on this machine before it is benchmarked (repeatable)",
     )
     group.addoption(
+        "--perf-against",
+        default=None,
+        metavar="REF",
+        help="A/B: measure REF's models (built by REF's export code) and the working tree's "
+        "interleaved in this process; fail when a benchmark is slower (e.g. origin/main)",
+    )
+    group.addoption(
+        "--perf-against-unchanged",
+        action="store_true",
+        help="with --perf-against: also measure benchmarks whose artifact did not change (A/A)",
+    )
+    group.addoption(
         "--perf-emulate-isa",
         default=None,
         choices=sorted(ARITHMETIC),
@@ -242,7 +256,17 @@ def _options(config: pytest.Config) -> PerfOptions:
         baselines_dir=config.getoption("perf_baselines") or config.rootpath / "baselines",
         model_parents=_model_parents(config.getoption("perf_model_parent")),
         emulate_isa=config.getoption("perf_emulate_isa"),
+        against=_against(config),
+        against_unchanged=config.getoption("perf_against_unchanged"),
     )
+
+
+def _against(config: pytest.Config) -> RefTree | None:
+    ref = config.getoption("perf_against")
+    if ref is None:
+        return None
+    cache = config.getoption("perf_cache") or default_cache_dir()
+    return checkout(config.rootpath, ref, Path(cache).resolve() / ".refs")
 
 
 def _model_parents(items: list[str]) -> dict[Path, Path]:
@@ -262,7 +286,7 @@ def pytest_configure(config: pytest.Config) -> None:
     try:
         options = _options(config)
         rules = load_rules(config.rootpath / "pyproject.toml")
-    except (SelectionError, BudgetConfigError, ValueError) as error:
+    except (SelectionError, BudgetConfigError, GitRefError, ValueError) as error:
         raise pytest.UsageError(str(error)) from error
     _check_model_files(options)
     run = PerfRun(options, rules)
@@ -428,6 +452,10 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
                 "values are latency / machine-speed probe time (unitless), which cancels "
                 "whole-machine drift; the ratios are what is judged"
             )
+    if run.against is not None and run.against.outcomes:
+        terminalreporter.section(f"A/B against {run.against.ref}")
+        for outcome in run.against.outcomes:
+            terminalreporter.write_line(outcome.line())
     others = [c.message for c in run.baselines.checks.values() if not c.comparison]
     for message in others:
         terminalreporter.write_line(message)

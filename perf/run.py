@@ -11,9 +11,11 @@ import warnings
 from pathlib import Path
 
 from export.cache import ModelCache
+from export.recipes import parse_variant_name
 from perf.baselines.gate import BaselineGate
+from perf.baselines.git_ref import RefModels, RefTree
 from perf.budgets.rules import BudgetRule, budget_for
-from perf.measure.cases import PerfCase
+from perf.measure.cases import PerfCase, case_inputs
 from perf.measure.fingerprint import machine_and_software
 from perf.measure.machine_speed import MachineSpeedProbe
 from perf.measure.models import Models, ResolvedModel
@@ -24,11 +26,12 @@ from perf.measure.sessions import SessionSettings, check_available
 from perf.measurement import (
     ConcurrencyResult,
     LatencyResult,
-    case_inputs,
     measure_case,
     measure_model_concurrency,
     measure_torch_eager,
 )
+from perf.scenarios.ab import ABOutcome, ABPolicy
+from perf.scenarios.against import AgainstGate
 
 log = logging.getLogger("perf")
 
@@ -57,6 +60,8 @@ class PerfOptions:
     baselines_dir: Path = Path("baselines")
     model_parents: dict[Path, Path] = dataclasses.field(default_factory=dict)
     emulate_isa: str | None = None  # check numerics as a CPU of this class computes them
+    against: RefTree | None = None  # --perf-against: A/B with this commit's models
+    against_unchanged: bool = False  # measure unchanged artifacts too, as an A/A
 
 
 class PerfRun:
@@ -71,6 +76,7 @@ class PerfRun:
             cache.root / ".numerics", machine_and_software(), options.emulate_isa
         )
         self.refused: list[tuple[PerfCase, NumericsVerdict]] = []
+        self.against = None if options.against is None else self._against_gate(options.against)
         self.results: list[LatencyResult] = []
         self.concurrency_results: list[tuple[PerfCase, ConcurrencyResult]] = []
         self.probe = MachineSpeedProbe() if options.speed_probe else None
@@ -132,6 +138,34 @@ class PerfRun:
             raise
         log.info("%s: %s", case.id, verdict.message())
         return verdict
+
+    def _against_gate(self, tree: RefTree) -> AgainstGate:
+        options = self.options
+
+        def head(case: PerfCase, settings: SessionSettings) -> ResolvedModel:
+            model = self.models.resolve(case)
+            self.check_numerics(case, model, settings)
+            return model
+
+        return AgainstGate(
+            RefModels(tree, self.models.cache.root, progress=log.info),
+            head_key=lambda variant: parse_variant_name(variant, options.weights).key(),
+            resolve_head=head,
+            inputs_for=lambda path, case: case_inputs(
+                path, case, options.dims, options.fixed_inputs
+            ),
+            policy=ABPolicy(options.policy.max_seconds, confidence=options.policy.confidence),
+            measure_unchanged=options.against_unchanged,
+            progress=log.info,
+            variants=options.variants,
+        )
+
+    def compare_against(self, case: PerfCase) -> ABOutcome:
+        """A/B with REF; spinning off, so that one session's idle threads do not slow the other."""
+        assert self.against is not None
+        check_available(resolve_provider(case.provider))
+        settings = dataclasses.replace(self.settings(case.provider), spinning=False)
+        return self.against.check(case, settings)
 
     def _remeasure(self, case: PerfCase) -> LatencyResult:
         return self.measure(case, record=False, use_budget=False)

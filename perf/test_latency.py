@@ -15,6 +15,7 @@ from perf.measure.sessions import ProviderSkip
 from perf.measurement import LatencyResult
 from perf.plugin import record_samples
 from perf.run import PerfRun
+from perf.scenarios.ab import NOT_COMPARED
 
 
 @contextlib.contextmanager
@@ -38,6 +39,9 @@ def _record(benchmark: Any, result: LatencyResult) -> None:
 
 
 def test_latency(perf_case: PerfCase, perf_run: PerfRun, benchmark: Any) -> None:
+    if perf_run.against is not None:
+        _against(perf_case, perf_run, benchmark)
+        return
     with unavailable_or_refused():
         result = perf_run.measure(perf_case)
     _record(benchmark, result)
@@ -56,6 +60,22 @@ def test_latency(perf_case: PerfCase, perf_run: PerfRun, benchmark: Any) -> None
             warnings.warn(f"not gated (--perf-no-gate): {message}", stacklevel=1)
             return
         pytest.fail(message, pytrace=False)
+
+
+def _against(case: PerfCase, run: PerfRun, benchmark: Any) -> None:
+    """--perf-against REF: the paired A/B verdict decides, as --benchmark-compare would."""
+    with unavailable_or_refused():
+        outcome = run.compare_against(case)
+    if outcome.measured is None:
+        benchmark.extra_info["against"] = outcome.to_dict()
+        benchmark.skipped = True  # nothing measured: no pytest-benchmark row
+    else:
+        samples = outcome.measured.b_samples_ms
+        record_samples(benchmark, samples, {"against": outcome.to_dict(), "samples_ms": samples})
+    if outcome.regressed:
+        pytest.fail(f"{case.id} is slower than at {outcome.ref}\n{outcome.reason}", pytrace=False)
+    if outcome.status == NOT_COMPARED:
+        warnings.warn(outcome.line(), stacklevel=1)
 
 
 def test_torch_eager_reference(eager_case: PerfCase, perf_run: PerfRun, benchmark: Any) -> None:

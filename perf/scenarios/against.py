@@ -1,0 +1,101 @@
+"""``--perf-against REF``: which benchmarks changed since REF, and each changed one's A/B verdict.
+
+A benchmark whose artifact has the same cache key at REF and in the working tree is the same
+file: it is reported ``unchanged (same artifact)`` without being measured (or measured as an
+A/A with ``--perf-against-unchanged``). The others are measured interleaved (``perf.scenarios.ab``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from perf.baselines.git_ref import GitRefError, RefModels
+from perf.measure.cases import PerfCase
+from perf.measure.models import ResolvedModel
+from perf.measure.sessions import SessionSettings, open_session
+from perf.scenarios.ab import (
+    COMPARED,
+    NOT_COMPARED,
+    UNCHANGED,
+    ABOutcome,
+    ABPolicy,
+    Call,
+    interleave,
+)
+
+ResolveHead = Callable[[PerfCase, SessionSettings], ResolvedModel]
+InputsFor = Callable[[Path, PerfCase], Mapping[str, np.ndarray]]
+
+
+def _opener(path: Path, settings: SessionSettings, inputs: Mapping[str, np.ndarray]) -> Call:
+    session = open_session(path, settings)
+    feed = dict(inputs)
+    return lambda: session.run(None, feed)
+
+
+class AgainstGate:
+    """Answers, per benchmark, "is the working tree slower than REF?"; keeps the answers."""
+
+    def __init__(
+        self,
+        ref_models: RefModels,
+        head_key: Callable[[str], str],
+        resolve_head: ResolveHead,
+        inputs_for: InputsFor,
+        policy: ABPolicy,
+        measure_unchanged: bool = False,
+        progress: Callable[[str], None] | None = None,
+        variants: Sequence[str] = (),
+    ) -> None:
+        """``variants``: every variant this run will ask about, to name them to REF at once."""
+        self.ref_models = ref_models
+        self.head_key = head_key
+        self.resolve_head = resolve_head
+        self.inputs_for = inputs_for
+        self.policy = policy
+        self.measure_unchanged = measure_unchanged
+        self.progress = progress
+        self.outcomes: list[ABOutcome] = []
+        self.variants = list(variants)
+
+    @property
+    def ref(self) -> str:
+        return self.ref_models.tree.label
+
+    def check(self, case: PerfCase, settings: SessionSettings) -> ABOutcome:
+        outcome = self._check(case, settings)
+        self.outcomes.append(outcome)
+        return outcome
+
+    def _outcome(self, case: PerfCase, status: str, reason: str, **extra: Any) -> ABOutcome:
+        return ABOutcome(case.id, self.ref, status, reason, **extra)
+
+    def _check(self, case: PerfCase, settings: SessionSettings) -> ABOutcome:
+        if case.model_file is not None:
+            return self._outcome(case, NOT_COMPARED, "a --perf-model file has no version at REF")
+        try:
+            names = list(dict.fromkeys([*self.variants, case.variant]))
+            ref_key = self.ref_models.keys(names)[case.variant]
+        except GitRefError as error:
+            return self._outcome(case, NOT_COMPARED, str(error))
+        same = ref_key == self.head_key(case.variant)
+        if same and not self.measure_unchanged:
+            return self._outcome(case, UNCHANGED, f"same cache key {ref_key[:16]}: not measured")
+        head = self.resolve_head(case, settings)
+        try:
+            ref_path = self.ref_models.build([case.variant])[case.variant]
+        except GitRefError as error:
+            return self._outcome(case, NOT_COMPARED, str(error))
+        inputs = self.inputs_for(head.path, case)
+        measured = interleave(
+            lambda: _opener(ref_path, settings, inputs),
+            lambda: _opener(head.path, settings, inputs),
+            self.policy,
+            progress=self.progress,
+        )
+        reason = "same artifact, measured as an A/A" if same else measured.comparison.reason
+        return self._outcome(case, COMPARED, reason, measured=measured, settings=settings.to_dict())
