@@ -13,6 +13,13 @@ pytest-benchmark's own ``--benchmark-compare-fail=mean:5%``.
    baseline run's mean by more than 5%, which is what ``--benchmark-compare-fail=mean:5%``
    computes from the same stored rounds (one round = one call here).
 
+With ``--mode against`` the same experiment judges ``--perf-against HEAD`` instead, with no
+stored baseline: A/A runs measure the working tree's unchanged artifact against HEAD's
+(``--perf-against-unchanged``), A/B runs run from ``--slower-tree``, a checkout of this
+repository whose uncommitted change makes the model really slower (a graph, not a sleep).
+
+    python -m perf.calibration --mode against --variant cnn/fp32 --slower-tree ../slower
+
 This is an experiment, not a test: it takes minutes per run on the real model.
 """
 
@@ -86,6 +93,59 @@ def one_run(args: argparse.Namespace, kind: str, index: int, delay_ms: float) ->
     }
 
 
+def against_run(args: argparse.Namespace, kind: str, index: int) -> dict[str, Any]:
+    """One fresh ``pytest perf/ --perf-against HEAD`` process; its paired verdict."""
+    json_path = (args.out / f"{kind}-{index:02d}.json").resolve()
+    command = pytest_command(args, args.out.resolve() / "baselines", json_path)
+    command += ["--perf-against", "HEAD", "--perf-cache", str(args.cache.resolve())]
+    if kind == "aa":
+        command.append("--perf-against-unchanged")
+    cwd = Path.cwd() if kind == "aa" else args.slower_tree
+    started = time.perf_counter()
+    completed = subprocess.run(command, capture_output=True, text=True, check=False, cwd=cwd)
+    (args.out / f"{kind}-{index:02d}.log").write_text(completed.stdout + completed.stderr)
+    if completed.returncode not in (0, 1) or not json_path.exists():
+        raise SystemExit(f"{kind} run {index} did not complete (exit {completed.returncode})")
+    (bench,) = json.loads(json_path.read_text())["benchmarks"]
+    comparison = bench["extra_info"]["against"]["comparison"]
+    return {
+        "kind": kind,
+        "index": index,
+        "verdict": comparison["verdict"],
+        "ratio": comparison["ratio"],
+        "interval": [comparison["low"], comparison["high"]],
+        "rounds": comparison["rounds"],
+        "segments": comparison["segments"],
+        "seconds": time.perf_counter() - started,
+    }
+
+
+def summarise_against(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
+    def verdicts(kind: str) -> dict[str, int]:
+        found: dict[str, int] = {}
+        for row in rows:
+            if row["kind"] == kind:
+                found[row["verdict"]] = found.get(row["verdict"], 0) + 1
+        return found
+
+    def ratios(kind: str) -> str:
+        values = sorted(r["ratio"] for r in rows if r["kind"] == kind)
+        return f"{values[0]:.3f}-{values[-1]:.3f}" if values else "-"
+
+    aa, ab = verdicts("aa"), verdicts("ab")
+    runs = sum(aa.values())
+    return "\n".join([
+        f"`--perf-against HEAD`, variant {args.variant}, {args.duration} of audio, CPU, "
+        f"`--perf-max-time {args.max_time:g}`; A/B from {args.slower_tree}.",
+        "",
+        "| runs | A/A false verdicts (slower or faster) | A/A verdicts | A/A P50 ratios "
+        "| A/B caught as slower | A/B verdicts | A/B P50 ratios |",
+        "|---|---|---|---|---|---|---|",
+        f"| {runs} | {aa.get('slower', 0) + aa.get('faster', 0)} / {runs} | {aa} "
+        f"| {ratios('aa')} | {ab.get('slower', 0)} / {sum(ab.values())} | {ab} | {ratios('ab')} |",
+    ])  # fmt: skip
+
+
 def summarise(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
     def count(kind: str, key: str) -> str:
         flagged = sum(r[key] for r in rows if r["kind"] == kind)
@@ -115,8 +175,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--slowdown", type=float, default=0.15)
     parser.add_argument("--max-time", type=float, default=60.0, help="--perf-max-time per run")
     parser.add_argument("--out", type=Path, default=Path("noise-proof"))
+    parser.add_argument("--mode", choices=("baseline", "against"), default="baseline")
+    parser.add_argument(
+        "--slower-tree", type=Path, help="--mode against: a checkout with a slower model"
+    )
+    parser.add_argument("--cache", type=Path, default=Path("models"), help="model cache")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.mode == "against":
+        return calibrate_against(args)
 
     baseline_json = args.out / "baseline.json"
     command = pytest_command(args, args.out / "baselines", baseline_json)
@@ -137,6 +204,21 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(row), flush=True)
             (args.out / "runs.json").write_text(json.dumps(rows, indent=1))
     summary = summarise(rows, args)
+    (args.out / "summary.md").write_text(summary + "\n")
+    print(summary)
+    return 0
+
+
+def calibrate_against(args: argparse.Namespace) -> int:
+    if args.slower_tree is None or not (args.slower_tree / "export").is_dir():
+        raise SystemExit("--mode against needs --slower-tree: a checkout with a slower model")
+    rows = []
+    for index in range(1, args.runs + 1):
+        for kind in ("aa", "ab"):
+            rows.append(against_run(args, kind, index))
+            print(json.dumps(rows[-1]), flush=True)
+            (args.out / "runs.json").write_text(json.dumps(rows, indent=1))
+    summary = summarise_against(rows, args)
     (args.out / "summary.md").write_text(summary + "\n")
     print(summary)
     return 0

@@ -30,21 +30,29 @@ def unavailable_or_refused() -> Iterator[None]:
         pytest.fail(f"not benchmarked: {refused}", pytrace=False)
 
 
-def _record(benchmark: Any, result: LatencyResult) -> None:
+def _record(request: pytest.FixtureRequest, samples_ms: Any, extra: dict[str, Any]) -> Any:
+    """Hand the samples to pytest-benchmark. Its fixture is asked for only here, so a test
+    that measured nothing (an unchanged A/B, a refusal) leaves no empty benchmark behind."""
+    benchmark = request.getfixturevalue("benchmark")
+    record_samples(benchmark, samples_ms, extra)
+    return benchmark
+
+
+def _record_result(request: pytest.FixtureRequest, result: LatencyResult) -> Any:
     samples = result.samples
     extra = {"perf": result.to_dict(), "samples_ms": list(samples.samples_ms)}
     if samples.probe_ms is not None:
         extra["probe_ms"] = list(samples.probe_ms)
-    record_samples(benchmark, samples.samples_ms, extra)
+    return _record(request, samples.samples_ms, extra)
 
 
-def test_latency(perf_case: PerfCase, perf_run: PerfRun, benchmark: Any) -> None:
+def test_latency(perf_case: PerfCase, perf_run: PerfRun, request: pytest.FixtureRequest) -> None:
     if perf_run.against is not None:
-        _against(perf_case, perf_run, benchmark)
+        _against(perf_case, perf_run, request)
         return
     with unavailable_or_refused():
         result = perf_run.measure(perf_case)
-    _record(benchmark, result)
+    benchmark = _record_result(request, result)
     if perf_run.options.compare:
         check = perf_run.baselines.check(result)
         benchmark.extra_info["baseline"] = check.to_dict()
@@ -62,32 +70,29 @@ def test_latency(perf_case: PerfCase, perf_run: PerfRun, benchmark: Any) -> None
         pytest.fail(message, pytrace=False)
 
 
-def _against(case: PerfCase, run: PerfRun, benchmark: Any) -> None:
+def _against(case: PerfCase, run: PerfRun, request: pytest.FixtureRequest) -> None:
     """--perf-against REF: the paired A/B verdict decides, as --benchmark-compare would."""
     with unavailable_or_refused():
         outcome = run.compare_against(case)
-    if outcome.measured is None:
-        benchmark.extra_info["against"] = outcome.to_dict()
-        benchmark.skipped = True  # nothing measured: no pytest-benchmark row
-    else:
+    if outcome.measured is not None:  # the working tree's samples, for pytest-benchmark's JSON
         samples = outcome.measured.b_samples_ms
-        record_samples(benchmark, samples, {"against": outcome.to_dict(), "samples_ms": samples})
+        _record(request, samples, {"against": outcome.to_dict(), "samples_ms": list(samples)})
     if outcome.regressed:
         pytest.fail(f"{case.id} is slower than at {outcome.ref}\n{outcome.reason}", pytrace=False)
     if outcome.status == NOT_COMPARED:
         warnings.warn(outcome.line(), stacklevel=1)
 
 
-def test_torch_eager_reference(eager_case: PerfCase, perf_run: PerfRun, benchmark: Any) -> None:
-    with unavailable_or_refused():
-        result = perf_run.measure_torch(eager_case)
-    _record(benchmark, result)
-
-
-def test_concurrent_throughput(
-    concurrency_case: PerfCase, perf_run: PerfRun, benchmark: Any
+def test_torch_eager_reference(
+    eager_case: PerfCase, perf_run: PerfRun, request: pytest.FixtureRequest
 ) -> None:
     with unavailable_or_refused():
-        result = perf_run.measure_concurrency(concurrency_case)
-    benchmark.extra_info["concurrency"] = result.to_dict()
-    benchmark.skipped = True  # measured, but not a per-call benchmark for pytest-benchmark
+        result = perf_run.measure_torch(eager_case)
+    _record_result(request, result)
+
+
+def test_concurrent_throughput(concurrency_case: PerfCase, perf_run: PerfRun) -> None:
+    """Requests/s of N threads on one session: in the summary and report, not a per-call
+    benchmark for pytest-benchmark."""
+    with unavailable_or_refused():
+        perf_run.measure_concurrency(concurrency_case)

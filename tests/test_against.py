@@ -79,9 +79,10 @@ def test_interleaving_stops_once_decided_and_at_the_cap() -> None:
     assert all(len(r.a_ms) == len(r.b_ms) == decided.block_calls for r in decided.rounds)
 
 
-def test_blocks_last_about_half_a_second() -> None:
-    assert _interleave(20.0, 20.0, seed=0).block_calls == 16  # capped
-    assert _interleave(100.0, 100.0, seed=0).block_calls == 5
+def test_blocks_last_about_a_quarter_second() -> None:
+    assert _interleave(5.0, 5.0, seed=0).block_calls == 16  # capped
+    assert _interleave(20.0, 20.0, seed=0).block_calls == 12
+    assert _interleave(500.0, 500.0, seed=0).block_calls == 2  # at least a pair
 
 
 class FakeRefModels:

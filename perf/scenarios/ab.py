@@ -26,9 +26,9 @@ OpenCall = Callable[[], Call]  # creates a session, returns a function that runs
 @dataclasses.dataclass(frozen=True)
 class ABPolicy:
     max_seconds: float
-    block_seconds: float = 0.5
+    block_seconds: float = 0.25
     max_block_calls: int = 16
-    rounds_per_segment: int = 4
+    rounds_per_segment: int = 3
     warmup_calls: int = 3
     confidence: float = 0.95
     min_effect: float = 0.05  # on P50: smaller changes are "same"
@@ -140,7 +140,9 @@ class ABOutcome:
     def line(self) -> str:
         if self.measured is None:
             return f"{self.case_id}: {self.verdict} vs {self.ref}: {self.reason}"
-        return f"{self.case_id}: {self.measured.comparison.format()} vs {self.ref}"
+        return (
+            f"{self.case_id}: {self.measured.comparison.format()}; B = working tree, A = {self.ref}"
+        )
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {
