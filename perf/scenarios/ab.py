@@ -29,7 +29,11 @@ class ABPolicy:
     block_seconds: float = 0.25
     max_block_calls: int = 16
     rounds_per_segment: int = 3
-    warmup_calls: int = 3
+    # The paired verdict may stop sampling only from this many segments on: each look at the
+    # data is another chance for noise to cross the line (perf/stats/paired.py).
+    min_segments: int = 3
+    warmup_calls: int = 3  # once, to size the blocks
+    segment_warmup_calls: int = 2  # per session, each time the sessions are made
     confidence: float = 0.95
     min_effect: float = 0.05  # on P50: smaller changes are "same"
     seed: int = 0
@@ -81,10 +85,18 @@ def interleave(
     block_calls = 0
     comparison = compare_rounds(rounds, confidence=policy.confidence, min_effect=policy.min_effect)
     segment = 0
+    openers = {"a": open_a, "b": open_b}
+    calls: dict[str, Call] = {}
     while True:
-        calls = {"a": open_a(), "b": open_b()}
-        calls["a"]()  # first calls (session warm-up, arena growth) outside the samples
-        calls["b"]()
+        calls.clear()  # the previous segment's sessions go before new ones are made
+        # Which session is made and warmed first is random too: neither side gets the fresher
+        # memory, and first calls (arena growth) stay outside the samples.
+        order = ["a", "b"]
+        rng.shuffle(order)
+        calls.update({side: openers[side]() for side in order})
+        for _ in range(policy.segment_warmup_calls):
+            for side in order:
+                calls[side]()
         if not block_calls:
             block_calls = _block_calls(calls["a"], calls["b"], policy, clock)
         for _ in range(policy.rounds_per_segment):
@@ -102,7 +114,8 @@ def interleave(
                 f"A/B {len(rounds)} rounds, {segment} segments, {elapsed:.0f} s: "
                 f"{comparison.format()}"
             )
-        if not needs_more(comparison) or elapsed >= policy.max_seconds:
+        decided = segment >= policy.min_segments and not needs_more(comparison)
+        if decided or elapsed >= policy.max_seconds:
             break
     return Interleaved(
         rounds=tuple(rounds),
