@@ -396,8 +396,11 @@ def _write_report(session: pytest.Session) -> None:
     reports = reporter.stats.get("skipped", []) if reporter else []
     skipped = [s for s in map(skipped_from_report, reports) if s]
     comparisons = [(b, c.comparison) for b, c in run.baselines.checks.items() if c.comparison]
-    refused = [(case.id, verdict.message()) for case, verdict in run.refused]
-    paths = write_report(directory, run.results, comparisons, skipped=skipped, refused=refused)
+    refused = [(case.id, verdict.message()) for case, verdict in run.models.refused]
+    against = [o.to_dict() for o in run.against.outcomes] if run.against else []
+    paths = write_report(
+        directory, run.results, comparisons, skipped=skipped, refused=refused, against=against
+    )
     if reporter:
         reporter.write_line(f"latency report: {paths[0]}")
 
@@ -425,9 +428,9 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     if run.results:
         terminalreporter.section("latency summary")
         terminalreporter.write_line(summary_table(run.results))
-    if run.refused:
+    if run.models.refused:
         terminalreporter.section("refused: wrong numbers on this machine, not benchmarked")
-        for case, verdict in run.refused:
+        for case, verdict in run.models.refused:
             terminalreporter.write_line(f"{case.id}: {verdict.message()}")
     if run.concurrency_results:
         terminalreporter.section("throughput under concurrency")

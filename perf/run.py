@@ -11,15 +11,14 @@ import warnings
 from pathlib import Path
 
 from export.cache import ModelCache
-from export.recipes import parse_variant_name
 from perf.baselines.gate import BaselineGate
-from perf.baselines.git_ref import RefModels, RefTree
+from perf.baselines.git_ref import RefTree
 from perf.budgets.rules import BudgetRule, budget_for
 from perf.measure.cases import PerfCase, case_inputs
 from perf.measure.fingerprint import machine_and_software
 from perf.measure.machine_speed import MachineSpeedProbe
-from perf.measure.models import Models, ResolvedModel
-from perf.measure.numerics import NumericsChecker, NumericsRefused, NumericsVerdict
+from perf.measure.models import Models
+from perf.measure.numerics import CheckedModels, NumericsChecker
 from perf.measure.providers import provider_options, resolve_provider
 from perf.measure.sampling import SamplingPolicy
 from perf.measure.sessions import SessionSettings, check_available
@@ -30,8 +29,8 @@ from perf.measurement import (
     measure_model_concurrency,
     measure_torch_eager,
 )
-from perf.scenarios.ab import ABOutcome, ABPolicy
-from perf.scenarios.against import AgainstGate
+from perf.scenarios.ab import ABOutcome
+from perf.scenarios.against import against_gate
 
 log = logging.getLogger("perf")
 
@@ -71,12 +70,22 @@ class PerfRun:
         self.options = options
         self.rules = rules
         cache = ModelCache(options.cache_dir, progress=log.info)
-        self.models = Models(cache, options.weights, options.model_parents)
-        self.numerics = NumericsChecker(
-            cache.root / ".numerics", machine_and_software(), options.emulate_isa
+        self.models = CheckedModels(
+            Models(cache, options.weights, options.model_parents),
+            NumericsChecker(cache.root / ".numerics", machine_and_software(), options.emulate_isa),
+            options.dims,
+            options.fixed_inputs,
+            progress=log.info,
         )
-        self.refused: list[tuple[PerfCase, NumericsVerdict]] = []
-        self.against = None if options.against is None else self._against_gate(options.against)
+        self.against = None
+        if options.against is not None:
+            self.against = against_gate(
+                options.against,
+                cache.root,
+                lambda case, settings: self.models.resolve(case, settings)[0],
+                options,
+                log.info,
+            )
         self.results: list[LatencyResult] = []
         self.concurrency_results: list[tuple[PerfCase, ConcurrencyResult]] = []
         self.probe = MachineSpeedProbe() if options.speed_probe else None
@@ -102,9 +111,8 @@ class PerfRun:
         verdict is decided (a re-measurement for a baseline comparison wants every sample).
         """
         check_available(resolve_provider(case.provider))  # before building anything
-        model = self.models.resolve(case)
         settings = self.settings(case.provider)
-        numerics = self.check_numerics(case, model, settings)
+        model, numerics = self.models.resolve(case, settings)
         budget = budget_for(case, self.rules) if use_budget else None
         inputs = case_inputs(model.path, case, self.options.dims, self.options.fixed_inputs)
         log.info("%s: sampling (budget: %s)", case.id, budget or "none")
@@ -123,42 +131,6 @@ class PerfRun:
         if record:
             self.results.append(result)
         return result
-
-    def check_numerics(
-        self, case: PerfCase, model: ResolvedModel, settings: SessionSettings
-    ) -> NumericsVerdict:
-        """Raises NumericsRefused when the model computes wrong numbers on this machine."""
-        options = self.options
-        try:
-            verdict = self.numerics.check_case(
-                case, model, settings, options.dims, options.fixed_inputs
-            )
-        except NumericsRefused as refused:
-            self.refused.append((case, refused.verdict))
-            raise
-        log.info("%s: %s", case.id, verdict.message())
-        return verdict
-
-    def _against_gate(self, tree: RefTree) -> AgainstGate:
-        options = self.options
-
-        def head(case: PerfCase, settings: SessionSettings) -> ResolvedModel:
-            model = self.models.resolve(case)
-            self.check_numerics(case, model, settings)
-            return model
-
-        return AgainstGate(
-            RefModels(tree, self.models.cache.root, progress=log.info),
-            head_key=lambda variant: parse_variant_name(variant, options.weights).key(),
-            resolve_head=head,
-            inputs_for=lambda path, case: case_inputs(
-                path, case, options.dims, options.fixed_inputs
-            ),
-            policy=ABPolicy(options.policy.max_seconds, confidence=options.policy.confidence),
-            measure_unchanged=options.against_unchanged,
-            progress=log.info,
-            variants=options.variants,
-        )
 
     def compare_against(self, case: PerfCase) -> ABOutcome:
         """A/B with REF; spinning off, so that one session's idle threads do not slow the other."""
@@ -186,8 +158,7 @@ class PerfRun:
 
     def measure_concurrency(self, case: PerfCase) -> ConcurrencyResult:
         check_available(resolve_provider(case.provider))
-        model = self.models.resolve(case)
-        self.check_numerics(case, model, self.settings(case.provider))
+        model, _ = self.models.resolve(case, self.settings(case.provider))
         result = measure_model_concurrency(
             case,
             model,

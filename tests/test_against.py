@@ -6,6 +6,7 @@ depends on this machine's speed.
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -200,15 +201,29 @@ def test_a_ref_that_is_not_a_commit_is_a_clear_error(tmp_path: Path) -> None:
         checkout(repo, "no-such-branch", tmp_path / "refs")
 
 
-def test_against_head_on_an_unchanged_tree_reports_unchanged_and_passes(suite: Suite) -> None:
+def test_against_head_on_an_unchanged_tree_reports_unchanged_and_passes(
+    suite: Suite, tmp_path: Path
+) -> None:
     _repo_with_export(suite.pytester.path)
-    result = suite.run("--perf-against=HEAD", variants="tiny/fp32,tiny/int8")
+    report = tmp_path / "report"
+    result = suite.run(
+        "--perf-against=HEAD", f"--perf-report={report}", variants="tiny/fp32,tiny/int8"
+    )
 
     text = output(result)
     assert result.ret == 0, text
     result.assert_outcomes(passed=2)
     assert "A/B against HEAD (" in text
     assert text.count("unchanged (same artifact) vs HEAD") == 2
+    assert "Benchmark fixture was not used" not in text
+    rows = json.loads((report / "report.json").read_text())["against"]
+    assert [(r["id"], r["status"]) for r in rows] == [
+        ("tiny/fp32-cpu-3s", "unchanged"),
+        ("tiny/int8-cpu-3s", "unchanged"),
+    ]
+    summary = (report / "summary.md").read_text()
+    assert "## A/B against HEAD (" in summary
+    assert "| tiny/int8-cpu-3s | unchanged (same artifact) |" in summary
 
 
 def test_against_a_ref_that_does_not_exist_is_a_usage_error(suite: Suite) -> None:

@@ -22,10 +22,11 @@ from typing import Any
 
 import numpy as np
 
+from export.cache import ModelCache
 from export.integer_numerics import emulate, saturates, saturation_bound, this_machine_isa
 from export.parity import compare_outputs, describe_result
 from perf.measure.cases import PerfCase, case_inputs
-from perf.measure.models import ResolvedModel
+from perf.measure.models import Models, ResolvedModel
 from perf.measure.sessions import SessionSettings, session_runner
 
 PASSED, FAILED, UNVERIFIED = "passed", "failed", "unverified"
@@ -209,3 +210,40 @@ def numerics_subject(
         parent=model.parent,
         inputs=inputs,
     )
+
+
+class CheckedModels:
+    """Models as benchmarks get them: resolved, and their numbers checked on this machine."""
+
+    def __init__(
+        self,
+        models: Models,
+        checker: NumericsChecker,
+        dims: Mapping[str, int],
+        fixed: Mapping[str, object],
+        progress: Callable[[str], None] | None = None,
+    ) -> None:
+        self.models = models
+        self.checker = checker
+        self.dims = dims
+        self.fixed = fixed
+        self.progress = progress
+        self.refused: list[tuple[PerfCase, NumericsVerdict]] = []
+
+    @property
+    def cache(self) -> ModelCache:
+        return self.models.cache
+
+    def resolve(
+        self, case: PerfCase, settings: SessionSettings
+    ) -> tuple[ResolvedModel, NumericsVerdict]:
+        """Raises NumericsRefused (and remembers the case) when the model is wrong here."""
+        model = self.models.resolve(case)
+        try:
+            verdict = self.checker.check_case(case, model, settings, self.dims, self.fixed)
+        except NumericsRefused as refused:
+            self.refused.append((case, refused.verdict))
+            raise
+        if self.progress:
+            self.progress(f"{case.id}: {verdict.message()}")
+        return model, verdict

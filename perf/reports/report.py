@@ -47,6 +47,7 @@ def write_report(
     *,
     skipped: Skipped = (),
     refused: Skipped = (),
+    against: Sequence[Mapping[str, Any]] = (),
     max_distribution_plots: int = MAX_DISTRIBUTION_PLOTS,
 ) -> list[Path]:
     """Write the report files into ``directory`` (created if needed); returns their paths."""
@@ -55,7 +56,13 @@ def write_report(
     info = default_run_info() if run_info is None else dict(run_info)
     plots = _write_plots(directory, results, max_distribution_plots)
     links = [(label, path.relative_to(directory).as_posix()) for label, path in plots]
-    common = {"comparisons": comparisons, "run_info": info, "skipped": skipped, "refused": refused}
+    common = {
+        "comparisons": comparisons,
+        "run_info": info,
+        "skipped": skipped,
+        "refused": refused,
+        "against": against,
+    }
     texts = {
         REPORT_MD: markdown_summary(results, plots=links, **common),
         SUMMARY_MD: markdown_summary(results, plots=None, **common),
@@ -72,6 +79,7 @@ def markdown_summary(
     *,
     skipped: Skipped = (),
     refused: Skipped = (),
+    against: Sequence[Mapping[str, Any]] = (),
     plots: Sequence[tuple[str, str]] | None = None,
     limit_bytes: int = SUMMARY_LIMIT_BYTES,
 ) -> str:
@@ -82,6 +90,7 @@ def markdown_summary(
     tables = [
         _latency_table(results),
         _refused_table(refused),
+        _against_table(against),
         _comparison_table(comparisons),
         _skipped_table(skipped),
     ]
@@ -104,6 +113,7 @@ def report_data(
     *,
     skipped: Skipped = (),
     refused: Skipped = (),
+    against: Sequence[Mapping[str, Any]] = (),
 ) -> dict[str, Any]:
     """The JSON report: every result's ``to_dict()`` without per-call samples."""
     return {
@@ -113,6 +123,7 @@ def report_data(
         "results": [_without_samples(r.to_dict()) for r in results],
         "skipped": [{"id": case_id, "reason": reason} for case_id, reason in skipped],
         "refused": [{"id": case_id, "reason": reason} for case_id, reason in refused],
+        "against": [dict(outcome) for outcome in against],
         "comparisons": [{"id": case_id, **_comparison_dict(c)} for case_id, c in comparisons],
     }
 
@@ -235,6 +246,27 @@ def _refused_table(refused: Skipped) -> _Table:
         headers=("configuration", "numerics check"),
         rows=[(case_id, reason) for case_id, reason in refused],
         important=[True] * len(refused),
+    )
+
+
+def _against_table(against: Sequence[Mapping[str, Any]]) -> _Table:
+    def change(outcome: Mapping[str, Any]) -> str:
+        comparison = outcome.get("comparison")
+        if not comparison:
+            return outcome["reason"]
+        low, high = comparison.get("low"), comparison.get("high")
+        interval = "n/a" if low is None or high is None else f"[{low:.3f}, {high:.3f}]"
+        return (
+            f"x{comparison['ratio']:.3f} {interval} over {comparison['rounds']} rounds in "
+            f"{comparison['segments']} segments"
+        )
+
+    ref = against[0]["against"] if against else ""
+    return _Table(
+        title=f"A/B against {ref} (working tree / REF, P50)",
+        headers=("configuration", "verdict", "change"),
+        rows=[(o["id"], o["verdict"], change(o)) for o in against],
+        important=[o["verdict"] == "slower" for o in against],
     )
 
 

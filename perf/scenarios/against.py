@@ -13,8 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from perf.baselines.git_ref import GitRefError, RefModels
-from perf.measure.cases import PerfCase
+from export.recipes import parse_variant_name
+from perf.baselines.git_ref import GitRefError, RefModels, RefTree
+from perf.measure.cases import PerfCase, case_inputs
 from perf.measure.models import ResolvedModel
 from perf.measure.sessions import SessionSettings, open_session
 from perf.scenarios.ab import (
@@ -35,6 +36,26 @@ def _opener(path: Path, settings: SessionSettings, inputs: Mapping[str, np.ndarr
     session = open_session(path, settings)
     feed = dict(inputs)
     return lambda: session.run(None, feed)
+
+
+def against_gate(
+    tree: RefTree,
+    cache_root: Path,
+    resolve_head: ResolveHead,
+    options: Any,
+    progress: Callable[[str], None] | None = None,
+) -> AgainstGate:
+    """The gate for one ``pytest perf/`` session; ``options`` is its PerfOptions."""
+    return AgainstGate(
+        RefModels(tree, cache_root, progress=progress or (lambda _message: None)),
+        head_key=lambda variant: parse_variant_name(variant, options.weights).key(),
+        resolve_head=resolve_head,
+        inputs_for=lambda path, case: case_inputs(path, case, options.dims, options.fixed_inputs),
+        policy=ABPolicy(options.policy.max_seconds, confidence=options.policy.confidence),
+        measure_unchanged=options.against_unchanged,
+        progress=progress,
+        variants=options.variants,
+    )
 
 
 class AgainstGate:
