@@ -31,7 +31,7 @@ from perf.measure.providers import (
     provider_info,
 )
 from perf.measure.sampling import SamplingPolicy
-from perf.reports.report import skipped_from_report, write_report
+from perf.reports.report import ReportContent, skipped_from_report, write_report
 from perf.reports.summary import format_table, summary_table
 from perf.run import PerfOptions, PerfRun
 from perf.stats.compare import format_comparison_table
@@ -396,11 +396,14 @@ def _write_report(session: pytest.Session) -> None:
     reports = reporter.stats.get("skipped", []) if reporter else []
     skipped = [s for s in map(skipped_from_report, reports) if s]
     comparisons = [(b, c.comparison) for b, c in run.baselines.checks.items() if c.comparison]
-    refused = [(case.id, verdict.message()) for case, verdict in run.models.refused]
-    against = [o.to_dict() for o in run.against.outcomes] if run.against else []
-    paths = write_report(
-        directory, run.results, comparisons, skipped=skipped, refused=refused, against=against
+    content = ReportContent(
+        results=run.results,
+        comparisons=comparisons,
+        skipped=skipped,
+        refused=[(case.id, verdict.message()) for case, verdict in run.models.refused],
+        against=[o.to_dict() for o in run.against.outcomes] if run.against else [],
     )
+    paths = write_report(directory, content)
     if reporter:
         reporter.write_line(f"latency report: {paths[0]}")
 

@@ -26,6 +26,7 @@ from perf.reports.plots import plot_distribution, plot_overview
 from perf.reports.report import (
     FORMAT_VERSION,
     SUMMARY_LIMIT_BYTES,
+    ReportContent,
     atomic_write_text,
     markdown_summary,
     report_data,
@@ -127,7 +128,7 @@ def written(
     results: list[LatencyResult], tmp_path_factory: pytest.TempPathFactory
 ) -> tuple[Path, list[Path]]:
     directory = tmp_path_factory.mktemp("perf-report")
-    paths = write_report(directory, results, COMPARISONS, RUN_INFO, skipped=SKIPPED)
+    paths = write_report(directory, ReportContent(results, COMPARISONS, RUN_INFO, skipped=SKIPPED))
     return directory, paths
 
 
@@ -196,7 +197,8 @@ def test_job_summary_has_no_image_links(written: tuple[Path, list[Path]]) -> Non
 def test_json_report_is_versioned_and_has_no_samples(written: tuple[Path, list[Path]]) -> None:
     text = (written[0] / "report.json").read_text()
     data = json.loads(text)
-    assert data["format_version"] == FORMAT_VERSION == 1
+    assert data["format_version"] == FORMAT_VERSION == 2
+    assert data["refused"] == data["against"] == []  # added in format 2
     assert data["run_info"] == RUN_INFO
     assert [r["case"]["id"] for r in data["results"]] == [
         "cnn/int8-cpu-3s",
@@ -266,7 +268,9 @@ def test_thousands_of_rows_are_cut_to_fit_github_job_summary(
 ) -> None:
     many = _many(results, 8000)
     skipped = [(f"skip-{i}", "reason " * 20) for i in range(2000)]
-    write_report(tmp_path, many, (), RUN_INFO, skipped=skipped, max_distribution_plots=0)
+    write_report(
+        tmp_path, ReportContent(many, (), RUN_INFO, skipped=skipped), max_distribution_plots=0
+    )
     for name in ("report.md", "summary.md"):
         text = (tmp_path / name).read_text()
         assert len(text.encode()) <= SUMMARY_LIMIT_BYTES < GITHUB_LIMIT
@@ -282,7 +286,7 @@ def test_thousands_of_rows_are_cut_to_fit_github_job_summary(
 
 def test_small_limit_keeps_failures_first(results: list[LatencyResult]) -> None:
     many = _many(results, 3000)
-    text = markdown_summary(many, (), RUN_INFO, limit_bytes=20_000)
+    text = markdown_summary(ReportContent(many, (), RUN_INFO), limit_bytes=20_000)
     assert len(text.encode()) <= 20_000
     kept = [line for line in text.splitlines() if line.startswith("| arch-")]
     assert 3 <= len(kept) < 3000
@@ -291,21 +295,23 @@ def test_small_limit_keeps_failures_first(results: list[LatencyResult]) -> None:
 
 
 def test_unlimited_summary_keeps_every_row(results: list[LatencyResult]) -> None:
-    text = markdown_summary(_many(results, 50), (), RUN_INFO)
+    text = markdown_summary(ReportContent(_many(results, 50), (), RUN_INFO))
     assert len([line for line in text.splitlines() if line.startswith("| arch-")]) == 50
     assert "left out" not in text
 
 
 def test_cells_escape_pipes_and_newlines(results: list[LatencyResult]) -> None:
-    text = markdown_summary(results[:1], skipped=[("a|b", "line one\nline | two")], plots=[])
+    text = markdown_summary(
+        ReportContent(results[:1], skipped=[("a|b", "line one\nline | two")]), plots=[]
+    )
     assert "| a\\|b | line one<br>line \\| two |" in text
 
 
 def test_comparison_without_changes_or_verdict_uses_format() -> None:
     plain = SimpleNamespace(format=lambda: "x1.02 [0.99, 1.05]\nsame")
-    text = markdown_summary([], [("m-cpu-3s", plain)], plots=[])
+    text = markdown_summary(ReportContent([], [("m-cpu-3s", plain)]), plots=[])
     assert "| m-cpu-3s | - | x1.02 [0.99, 1.05]<br>same |" in text
-    assert report_data([], [("m-cpu-3s", plain)])["comparisons"] == [
+    assert report_data(ReportContent([], [("m-cpu-3s", plain)]))["comparisons"] == [
         {"id": "m-cpu-3s", "text": "x1.02 [0.99, 1.05]\nsame"}
     ]
 
@@ -313,7 +319,7 @@ def test_comparison_without_changes_or_verdict_uses_format() -> None:
 def test_default_run_info_names_machine_onnxruntime_and_date(
     results: list[LatencyResult], tmp_path: Path
 ) -> None:
-    write_report(tmp_path, results[:1], max_distribution_plots=0)
+    write_report(tmp_path, ReportContent(results[:1]), max_distribution_plots=0)
     info = json.loads((tmp_path / "report.json").read_text())["run_info"]
     assert {"machine", "onnxruntime", "date"} <= set(info)
     assert "onnxruntime" in info["onnxruntime"]

@@ -9,6 +9,7 @@ under a temporary name and renamed into place, so a reader never sees half a rep
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import re
@@ -21,7 +22,10 @@ from perf.measurement import LatencyResult
 from perf.reports.files import atomic_write_bytes
 from perf.reports.summary import HEADERS, row
 
-FORMAT_VERSION = 1
+# report.json format history: 1, first version. 2, adds "refused" (models that computed wrong
+# numbers where they were to be benchmarked), "against" (--perf-against outcomes) and each
+# result's "numerics".
+FORMAT_VERSION = 2
 SUMMARY_LIMIT_BYTES = 900 * 1024  # GitHub rejects a job summary over 1 MiB
 MAX_DISTRIBUTION_PLOTS = 24
 REPORT_MD, SUMMARY_MD, REPORT_JSON, OVERVIEW_PNG = (
@@ -39,47 +43,39 @@ Comparisons = Sequence[tuple[str, object]]
 Skipped = Sequence[tuple[str, str]]
 
 
+@dataclasses.dataclass(frozen=True)
+class ReportContent:
+    """Everything one report shows: results, their comparisons, what was skipped or refused."""
+
+    results: Sequence[LatencyResult] = ()
+    comparisons: Comparisons = ()
+    run_info: Mapping[str, Any] | None = None
+    skipped: Skipped = ()
+    refused: Skipped = ()  # (id, why): models that computed wrong numbers here
+    against: Sequence[Mapping[str, Any]] = ()  # ABOutcome.to_dict() rows of --perf-against
+
+
 def write_report(
-    directory: Path,
-    results: Sequence[LatencyResult],
-    comparisons: Comparisons = (),
-    run_info: Mapping[str, Any] | None = None,
-    *,
-    skipped: Skipped = (),
-    refused: Skipped = (),
-    against: Sequence[Mapping[str, Any]] = (),
-    max_distribution_plots: int = MAX_DISTRIBUTION_PLOTS,
+    directory: Path, content: ReportContent, max_distribution_plots: int = MAX_DISTRIBUTION_PLOTS
 ) -> list[Path]:
     """Write the report files into ``directory`` (created if needed); returns their paths."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    info = default_run_info() if run_info is None else dict(run_info)
-    plots = _write_plots(directory, results, max_distribution_plots)
+    if content.run_info is None:
+        content = dataclasses.replace(content, run_info=default_run_info())
+    plots = _write_plots(directory, content.results, max_distribution_plots)
     links = [(label, path.relative_to(directory).as_posix()) for label, path in plots]
-    common = {
-        "comparisons": comparisons,
-        "run_info": info,
-        "skipped": skipped,
-        "refused": refused,
-        "against": against,
-    }
     texts = {
-        REPORT_MD: markdown_summary(results, plots=links, **common),
-        SUMMARY_MD: markdown_summary(results, plots=None, **common),
-        REPORT_JSON: json.dumps(report_data(results, **common), indent=2, default=str) + "\n",
+        REPORT_MD: markdown_summary(content, plots=links),
+        SUMMARY_MD: markdown_summary(content, plots=None),
+        REPORT_JSON: json.dumps(report_data(content), indent=2, default=str) + "\n",
     }
     written = [atomic_write_text(directory / name, text) for name, text in texts.items()]
     return written + [path for _, path in plots]
 
 
 def markdown_summary(
-    results: Sequence[LatencyResult],
-    comparisons: Comparisons = (),
-    run_info: Mapping[str, Any] | None = None,
-    *,
-    skipped: Skipped = (),
-    refused: Skipped = (),
-    against: Sequence[Mapping[str, Any]] = (),
+    content: ReportContent,
     plots: Sequence[tuple[str, str]] | None = None,
     limit_bytes: int = SUMMARY_LIMIT_BYTES,
 ) -> str:
@@ -88,13 +84,13 @@ def markdown_summary(
     ``plots``: (label, relative path) pairs to link; ``None`` says they are in the artifact.
     """
     tables = [
-        _latency_table(results),
-        _refused_table(refused),
-        _against_table(against),
-        _comparison_table(comparisons),
-        _skipped_table(skipped),
+        _latency_table(content.results),
+        _refused_table(content.refused),
+        _against_table(content.against),
+        _comparison_table(content.comparisons),
+        _skipped_table(content.skipped),
     ]
-    head = _header(results, comparisons, skipped, run_info or {}, refused)
+    head = _header(content)
     tail = _plots_section(plots)
     room = limit_bytes - _size(head) - _size(tail) - sum(t.fixed_bytes for t in tables)
     parts = [head]
@@ -106,25 +102,19 @@ def markdown_summary(
     return "\n".join(part for part in parts if part)
 
 
-def report_data(
-    results: Sequence[LatencyResult],
-    comparisons: Comparisons = (),
-    run_info: Mapping[str, Any] | None = None,
-    *,
-    skipped: Skipped = (),
-    refused: Skipped = (),
-    against: Sequence[Mapping[str, Any]] = (),
-) -> dict[str, Any]:
+def report_data(content: ReportContent) -> dict[str, Any]:
     """The JSON report: every result's ``to_dict()`` without per-call samples."""
     return {
         "format_version": FORMAT_VERSION,
         "generated": _now(),
-        "run_info": dict(run_info or {}),
-        "results": [_without_samples(r.to_dict()) for r in results],
-        "skipped": [{"id": case_id, "reason": reason} for case_id, reason in skipped],
-        "refused": [{"id": case_id, "reason": reason} for case_id, reason in refused],
-        "against": [dict(outcome) for outcome in against],
-        "comparisons": [{"id": case_id, **_comparison_dict(c)} for case_id, c in comparisons],
+        "run_info": dict(content.run_info or {}),
+        "results": [_without_samples(r.to_dict()) for r in content.results],
+        "skipped": [{"id": case_id, "reason": reason} for case_id, reason in content.skipped],
+        "refused": [{"id": case_id, "reason": reason} for case_id, reason in content.refused],
+        "against": [dict(outcome) for outcome in content.against],
+        "comparisons": [
+            {"id": case_id, **_comparison_dict(c)} for case_id, c in content.comparisons
+        ],
     }
 
 
@@ -279,18 +269,15 @@ def _skipped_table(skipped: Skipped) -> _Table:
     )
 
 
-def _header(
-    results: Sequence[LatencyResult],
-    comparisons: Comparisons,
-    skipped: Skipped,
-    run_info: Mapping[str, Any],
-    refused: Skipped = (),
-) -> str:
+def _header(content: ReportContent) -> str:
     lines = ["# Latency report", ""]
-    lines += [f"- **{key}**: {_escape(_info_value(value))}" for key, value in run_info.items()]
-    counts = _counts(results, comparisons, skipped)
-    if refused:
-        counts = counts.removesuffix(".") + f"; **{len(refused)} refused** (wrong numbers here)."
+    info = content.run_info or {}
+    lines += [f"- **{key}**: {_escape(_info_value(value))}" for key, value in info.items()]
+    counts = _counts(content.results, content.comparisons, content.skipped)
+    if content.refused:
+        counts = (
+            counts.removesuffix(".") + f"; **{len(content.refused)} refused** (wrong numbers here)."
+        )
     return "\n".join([*lines, "", counts, ""])
 
 
