@@ -13,6 +13,7 @@ could saturate. Verdicts are cached per model x machine x software x provider in
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -178,6 +179,13 @@ class _Check:
 
 
 def _file_identity(path: Path) -> str:
+    stat = path.stat()
+    return _hash_file(path.resolve(), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _hash_file(path: Path, size: int, mtime_ns: int) -> str:
+    """sha256 of a file, once per version of it (size and mtime are part of the cache key)."""
     from export.recipes import file_sha256
 
     return file_sha256(path)

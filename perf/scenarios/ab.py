@@ -83,7 +83,6 @@ def interleave(
     started = clock()
     rounds: list[Round] = []
     block_calls = 0
-    comparison = compare_rounds(rounds, confidence=policy.confidence, min_effect=policy.min_effect)
     segment = 0
     openers = {"a": open_a, "b": open_b}
     calls: dict[str, Call] = {}
