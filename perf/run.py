@@ -72,7 +72,7 @@ class PerfRun:
         cache = ModelCache(options.cache_dir, progress=log.info)
         self.models = CheckedModels(
             Models(cache, options.weights, options.model_parents),
-            NumericsChecker(cache.root / ".numerics", machine_and_software(), options.emulate_isa),
+            NumericsChecker(cache.root / ".numerics", machine_and_software, options.emulate_isa),
             options.dims,
             options.fixed_inputs,
             progress=log.info,

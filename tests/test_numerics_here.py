@@ -25,6 +25,10 @@ model_cache = test_plugin.model_cache
 suite = test_plugin.suite
 
 FINGERPRINT = {"machine": "test"}
+
+
+def fingerprint() -> dict[str, str]:
+    return FINGERPRINT
 THIS_MACHINE_SATURATES = bool(saturates(this_machine_isa()))
 run_on_cpu = session_runner(SessionSettings(provider="cpu", intra_op_threads=1, spinning=False))
 
@@ -58,7 +62,7 @@ def test_the_int8_recipe_passes_here_and_as_an_avx2_cpu(
         tiny_cache_dir, entry_dir(tiny_cache_dir, "tiny/int8") / MODEL_FILE
     )
     for isa in (None, "avx2"):
-        checker = NumericsChecker(tmp_path / str(isa), FINGERPRINT, emulate_isa=isa)
+        checker = NumericsChecker(tmp_path / str(isa), fingerprint, emulate_isa=isa)
         verdict = checker.check(subject, "cpu", run_on_cpu)
         assert verdict.status == PASSED, verdict.message()
         assert verdict.against == "its build's float reference"
@@ -68,8 +72,8 @@ def test_a_full_range_int8_model_is_refused_as_an_avx2_cpu(
     tiny_cache_dir: Path, full_range_int8: Path, tmp_path: Path
 ) -> None:
     subject = _against_build_reference(tiny_cache_dir, full_range_int8)
-    avx2 = NumericsChecker(tmp_path / "avx2", FINGERPRINT, emulate_isa="avx2")
-    here = NumericsChecker(tmp_path / "here", FINGERPRINT)
+    avx2 = NumericsChecker(tmp_path / "avx2", fingerprint, emulate_isa="avx2")
+    here = NumericsChecker(tmp_path / "here", fingerprint)
 
     refused = avx2.check(subject, "cpu", run_on_cpu)
     native = here.check(subject, "cpu", run_on_cpu)
@@ -94,12 +98,12 @@ def test_verdicts_are_kept_per_model_machine_and_provider(
     subject = _against_build_reference(
         tiny_cache_dir, entry_dir(tiny_cache_dir, "tiny/int8") / MODEL_FILE
     )
-    checker = NumericsChecker(tmp_path, FINGERPRINT)
+    checker = NumericsChecker(tmp_path, fingerprint)
     first = checker.check(subject, "cpu", counting)
     again = checker.check(subject, "cpu", counting)
     assert (first.cached, again.cached, len(calls)) == (False, True, 1)
 
-    NumericsChecker(tmp_path, {"machine": "another"}).check(subject, "cpu", counting)
+    NumericsChecker(tmp_path, lambda: {"machine": "another"}).check(subject, "cpu", counting)
     checker.check(subject, "cuda", counting)
     assert len(calls) == 3
 
@@ -115,8 +119,8 @@ def test_a_user_integer_model_without_parent_is_judged_against_exact_integers(
     inputs = {"audio": _audio()}
     subject = NumericsSubject(full_range_int8, identity="user", variant="file", inputs=inputs)
 
-    as_avx2 = NumericsChecker(tmp_path / "a", FINGERPRINT, emulate_isa="avx2")
-    as_vnni = NumericsChecker(tmp_path / "v", FINGERPRINT, emulate_isa="avx512-vnni")
+    as_avx2 = NumericsChecker(tmp_path / "a", fingerprint, emulate_isa="avx2")
+    as_vnni = NumericsChecker(tmp_path / "v", fingerprint, emulate_isa="avx512-vnni")
     refused = as_avx2.check(subject, "cpu", run_on_cpu)
     exact = as_vnni.check(subject, "cpu", run_on_cpu)
 
@@ -131,7 +135,7 @@ def test_a_float_user_model_without_parent_is_unverified(
 ) -> None:
     fp32 = entry_dir(tiny_cache_dir, "tiny/fp32") / MODEL_FILE
     subject = NumericsSubject(fp32, identity="float", variant="file", inputs={"audio": _audio()})
-    verdict = NumericsChecker(tmp_path, FINGERPRINT).check(subject, "cpu", run_on_cpu)
+    verdict = NumericsChecker(tmp_path, fingerprint).check(subject, "cpu", run_on_cpu)
     assert verdict.status == UNVERIFIED and verdict.detail == "no integer ops"
 
 

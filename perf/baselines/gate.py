@@ -17,7 +17,7 @@ from perf.baselines.regression import (
 )
 from perf.baselines.store import BaselineFile, find_baseline, save_baselines
 from perf.measure.cases import PerfCase
-from perf.measure.fingerprint import machine_fingerprint, software_fingerprint
+from perf.measure.fingerprint import machine_and_software
 from perf.measure.sampling import Samples
 from perf.measurement import LatencyResult
 
@@ -45,7 +45,8 @@ class BaselineGate:
 
     @functools.cached_property
     def fingerprint(self) -> tuple[dict[str, Any], dict[str, Any]]:
-        return machine_fingerprint(), software_fingerprint()
+        both = machine_and_software()
+        return both["machine"], both["software"]
 
     def check(self, result: LatencyResult) -> BaselineCheck:
         """Compare with the baseline; a slower or undecided result is re-measured first."""

@@ -212,6 +212,8 @@ def diff_fingerprints(
     return diffs
 
 
+@functools.lru_cache(maxsize=1)
 def machine_and_software() -> dict[str, Any]:
-    """Everything that can change what a model computes or how fast: both fingerprints."""
+    """Everything that can change what a model computes or how fast: both fingerprints, probed
+    once per process (py-cpuinfo and nvidia-smi take about half a second). Do not mutate."""
     return {"machine": machine_fingerprint(), "software": software_fingerprint()}

@@ -84,10 +84,15 @@ class NumericsChecker:
     """Runs each subject once per machine and provider; remembers the verdict on disk."""
 
     def __init__(
-        self, cache_dir: Path, fingerprint: Mapping[str, Any], emulate_isa: str | None = None
+        self,
+        cache_dir: Path,
+        fingerprint: Callable[[], Mapping[str, Any]],
+        emulate_isa: str | None = None,
     ) -> None:
+        """``fingerprint`` is called on the first check only: a run that checks nothing (or
+        ``--collect-only``) does not pay for probing the machine."""
         self.cache_dir = cache_dir
-        self.fingerprint = dict(fingerprint)
+        self.fingerprint = fingerprint
         self.emulate_isa = emulate_isa  # CPU only: compute as a CPU of that class would
 
     def check(self, subject: NumericsSubject, provider: str, run_here: Runner) -> NumericsVerdict:
@@ -130,7 +135,7 @@ class NumericsChecker:
             "parent": None if subject.parent is None else _file_identity(subject.parent),
             "provider": provider,
             "emulated_isa": self.emulate_isa,
-            "machine": self.fingerprint,
+            "machine": self.fingerprint(),
         }
         digest = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode())
         return self.cache_dir / f"{subject.identity[:16]}-{digest.hexdigest()[:16]}.json"
