@@ -2,8 +2,8 @@
 
 import os
 
-# OpenBLAS threads spin after each call and would slow the model call after a machine-speed probe
-# (perf/measure/machine_speed.py); the variable is read when numpy loads, so set it before any
+# OpenBLAS threads spin after each call and would slow a model call timed right after numpy work
+# (statistics, numerics checks); the variable is read when numpy loads, so set it before any
 # import.
 os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "1")
 

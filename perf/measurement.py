@@ -16,7 +16,6 @@ import psutil
 from perf.budgets.rules import Budget
 from perf.budgets.verdicts import BudgetDecision, Verdict, final_decision, judge_budget
 from perf.measure.cases import PerfCase, case_inputs
-from perf.measure.machine_speed import MachineSpeedProbe
 from perf.measure.models import ResolvedModel
 from perf.measure.sampling import Samples, SamplingPolicy, sample
 from perf.measure.sessions import ProviderSkip, SessionSettings, node_placement, open_session
@@ -113,22 +112,26 @@ def measure_case(
     budget: Budget | None,
     inputs: dict[str, np.ndarray],
     progress: Callable[[str], None] | None = None,
-    probe: MachineSpeedProbe | None = None,
 ) -> LatencyResult:
     rss_before = _rss_mb()
     started = time.perf_counter()
     session = open_session(model.path, settings)  # raises ProviderSkip with the reason
     load_ms = (time.perf_counter() - started) * 1e3
 
-    def call() -> Any:
-        return session.run(None, inputs)
+    def session_call(session: Any) -> Callable[[], Any]:
+        return lambda: session.run(None, inputs)
+
+    def reopen() -> Callable[[], Any]:
+        return session_call(open_session(model.path, settings))
 
     def is_decided(samples_ms: list[float]) -> bool:
         return all(
             d.verdict is not Verdict.UNDECIDED for d in judge(samples_ms, budget, policy.confidence)
         )
 
-    samples = sample(call, policy, is_decided if budget else None, progress, probe)
+    call = session_call(session)
+    del session  # the sampling loop frees it when it makes the next segment's
+    samples = sample(call, policy, is_decided if budget else None, progress, reopen)
     memory_mb = _rss_mb() - rss_before
     decisions = tuple(
         final_decision(d) for d in judge(samples.samples_ms, budget, policy.confidence)

@@ -12,7 +12,7 @@ from export.cache import default_cache_dir
 from export.inputs import parse_assignments
 from export.integer_numerics import ARITHMETIC
 from perf.baselines.git_ref import GitRefError, RefTree, checkout
-from perf.baselines.store import BaselineError
+from perf.baselines.store import BaselineError, load_baseline
 from perf.budgets.rules import BudgetConfigError, load_rules
 from perf.measure.cases import (
     PerfCase,
@@ -34,7 +34,7 @@ from perf.measure.sampling import SamplingPolicy
 from perf.reports.report import ReportContent, skipped_from_report, write_report
 from perf.reports.summary import format_table, summary_table
 from perf.run import PerfOptions, PerfRun
-from perf.stats.compare import format_comparison_table
+from perf.stats.compare import MIN_BASELINE_RUNS, format_comparison_table
 
 RUN_KEY = pytest.StashKey[PerfRun]()
 
@@ -115,11 +115,6 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     group.addoption(
         "--perf-cache", type=Path, default=None, help="model cache directory (default: models/)"
-    )
-    group.addoption(
-        "--perf-no-probe",
-        action="store_true",
-        help="do not interleave the machine-speed probe (baseline comparisons then use raw times)",
     )
     group.addoption(
         "--perf-save-baseline",
@@ -248,7 +243,6 @@ def _options(config: pytest.Config) -> PerfOptions:
         ),
         concurrency_seconds=config.getoption("perf_concurrency_time"),
         cache_dir=config.getoption("perf_cache"),
-        speed_probe=not config.getoption("perf_no_probe"),
         gate=not config.getoption("perf_no_gate"),
         compare=bool(config.getoption("benchmark_compare", default=None)),
         force_compare=config.getoption("perf_force_compare"),
@@ -424,6 +418,15 @@ def _save_baseline(session: pytest.Session, exitstatus: int) -> None:
         session.exitstatus = pytest.ExitCode.INTERNAL_ERROR
         return
     write(f"baseline saved for {len(run.results)} benchmark(s): {path}")
+    saved = load_baseline(path)
+    for result in run.results:
+        runs = len(saved.entry(result.case.id).runs) if saved else 0
+        if runs < MIN_BASELINE_RUNS:
+            write(
+                f"{result.case.id}: the baseline now holds {runs} run(s) of it; comparisons need "
+                f"{MIN_BASELINE_RUNS} (they say undecided until then): run again with "
+                "--perf-save-baseline, preferably minutes apart"
+            )
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
@@ -453,11 +456,9 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     if compared:
         terminalreporter.section("comparison with baseline")
         terminalreporter.write_line(format_comparison_table(compared))
-        if any(c.probe_normalised for c in run.baselines.checks.values()):
-            terminalreporter.write_line(
-                "values are latency / machine-speed probe time (unitless), which cancels "
-                "whole-machine drift; the ratios are what is judged"
-            )
+        for check in run.baselines.checks.values():
+            if check.comparison is not None and check.comparison.verdict != "same":
+                terminalreporter.write_line(check.message)
     if run.against is not None and run.against.outcomes:
         terminalreporter.section(f"A/B against {run.against.ref}")
         for outcome in run.against.outcomes:

@@ -16,7 +16,6 @@ from perf.baselines.git_ref import RefTree
 from perf.budgets.rules import BudgetRule, budget_for
 from perf.measure.cases import PerfCase, case_inputs
 from perf.measure.fingerprint import machine_and_software
-from perf.measure.machine_speed import MachineSpeedProbe
 from perf.measure.models import Models
 from perf.measure.numerics import CheckedModels, NumericsChecker
 from perf.measure.providers import provider_options, resolve_provider
@@ -51,7 +50,6 @@ class PerfOptions:
     concurrency: int
     concurrency_seconds: float
     cache_dir: Path | None
-    speed_probe: bool = True
     gate: bool = True  # False: verdicts are reported, a broken budget does not fail the test
     compare: bool = False  # --benchmark-compare: judge each result against the baseline
     force_compare: bool = False
@@ -88,10 +86,7 @@ class PerfRun:
             )
         self.results: list[LatencyResult] = []
         self.concurrency_results: list[tuple[PerfCase, ConcurrencyResult]] = []
-        self.probe = MachineSpeedProbe() if options.speed_probe else None
-        self.baselines = BaselineGate(
-            options.baselines_dir, self._remeasure, force=options.force_compare
-        )
+        self.baselines = BaselineGate(options.baselines_dir, force=options.force_compare)
 
     def settings(self, provider: str) -> SessionSettings:
         cache_dir = self.models.cache.root / ".provider-cache"
@@ -102,34 +97,34 @@ class PerfRun:
             provider_options=provider_options(provider, cache_dir),
         )
 
-    def measure(
-        self, case: PerfCase, record: bool = True, use_budget: bool = True
-    ) -> LatencyResult:
+    def measure(self, case: PerfCase) -> LatencyResult:
         """Raises ProviderSkip when the provider cannot run this model here.
 
-        ``use_budget=False`` samples to the full count instead of stopping once the budget
-        verdict is decided (a re-measurement for a baseline comparison wants every sample).
+        Sampling stops when the budget verdict is decided; a run that saves or compares with a
+        baseline samples to the time cap, so that its runs are alike.
         """
         check_available(resolve_provider(case.provider))  # before building anything
         settings = self.settings(case.provider)
         model, numerics = self.models.resolve(case, settings)
-        budget = budget_for(case, self.rules) if use_budget else None
+        budget = budget_for(case, self.rules)
         inputs = case_inputs(model.path, case, self.options.dims, self.options.fixed_inputs)
+        policy = self.options.policy
+        if self.options.save_baseline or self.options.compare:
+            # Stored runs and the run judged on them must be alike: all sample to the cap.
+            policy = dataclasses.replace(policy, until_cap=True)
         log.info("%s: sampling (budget: %s)", case.id, budget or "none")
         result = measure_case(
             case,
             model,
             settings,
-            self.options.policy,
+            policy,
             budget,
             inputs,
             progress=lambda message: log.info("%s: %s", case.id, message),
-            probe=self.probe,
         )
         result = dataclasses.replace(result, numerics=numerics.to_dict())
         self._warn_if_contended(result)
-        if record:
-            self.results.append(result)
+        self.results.append(result)
         return result
 
     def compare_against(self, case: PerfCase) -> ABOutcome:
@@ -138,9 +133,6 @@ class PerfRun:
         check_available(resolve_provider(case.provider))
         settings = dataclasses.replace(self.settings(case.provider), spinning=False)
         return self.against.check(case, settings)
-
-    def _remeasure(self, case: PerfCase) -> LatencyResult:
-        return self.measure(case, record=False, use_budget=False)
 
     def _warn_if_contended(self, result: LatencyResult) -> None:
         warning = result.samples.contention.warning()

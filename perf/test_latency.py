@@ -40,9 +40,11 @@ def _record(request: pytest.FixtureRequest, samples_ms: Any, extra: dict[str, An
 
 def _record_result(request: pytest.FixtureRequest, result: LatencyResult) -> Any:
     samples = result.samples
-    extra = {"perf": result.to_dict(), "samples_ms": list(samples.samples_ms)}
-    if samples.probe_ms is not None:
-        extra["probe_ms"] = list(samples.probe_ms)
+    extra = {
+        "perf": result.to_dict(),
+        "samples_ms": list(samples.samples_ms),
+        "segments": [s.to_dict() for s in samples.segments],
+    }
     return _record(request, samples.samples_ms, extra)
 
 
@@ -60,7 +62,7 @@ def test_latency(perf_case: PerfCase, perf_run: PerfRun, request: pytest.Fixture
             pytest.fail(
                 f"{perf_case.id} regressed against its baseline\n{check.message}", pytrace=False
             )
-        if check.status != "compared":
+        if check.status != "compared" or check.undecided:
             warnings.warn(check.message, stacklevel=1)
     if result.verdict == "fail":
         message = f"{perf_case.id} breaks its latency budget\n{result.failure_message()}"

@@ -32,6 +32,7 @@ from perf.baselines.store import (
     model_changed,
     save_baselines,
 )
+from perf.stats.compare import RunSummary, Segment
 
 BENCH = "w2v2-base/fp32-cpu-3s"
 OTHER = "cnn/int8-cpu-3s"
@@ -66,6 +67,7 @@ SETTINGS: dict[str, Any] = {
     "batch": 1,
 }
 RECORDED = "2026-11-24T20:53:01+00:00"
+RUN = RunSummary({0.5: 11.5, 0.95: 12.2, 0.99: 12.25}, calls=3, seconds=1.5, recorded_at=RECORDED)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -81,7 +83,8 @@ def _entry(samples: Any = (10.0, 11.5, 12.25), **changes: Any) -> BaselineEntry:
         "settings": SETTINGS,
         "model_key": "3f2a9c01b7de4411",
         "samples_ms": samples,
-        "probe_ms": None,
+        "segments": None,
+        "runs": (),
         "summary": {"n": 3},
         "recorded_at": RECORDED,
         "run": {"python": "3.11.9", "command": "pytest perf/ --perf-save-baseline"},
@@ -102,7 +105,8 @@ def _other_machine() -> dict[str, Any]:
 
 
 def test_save_then_find_round_trips(tmp_path: Path) -> None:
-    entry = _entry(probe_ms=(5.0, 5.1, 4.9))
+    segments = [{"calls": 2, "seconds": 1.0}, {"calls": 1, "seconds": 0.5}]
+    entry = _entry(segments=segments, runs=[RUN])
     path = save_baselines(tmp_path, MACHINE, SOFTWARE, {BENCH: entry})
 
     assert path == baseline_dir(tmp_path, MACHINE, SOFTWARE) / BASELINE_FILE
@@ -118,10 +122,11 @@ def test_save_then_find_round_trips(tmp_path: Path) -> None:
 
 
 def test_entry_dict_round_trip() -> None:
-    entry = _entry(probe_ms=[1.0, 2.0, 3.0])
+    entry = _entry(segments=[{"calls": 3, "seconds": 1.5}], runs=[RUN, RUN])
     assert BaselineEntry.from_dict(json.loads(json.dumps(entry.to_dict()))) == entry
     assert entry.samples_ms == (10.0, 11.5, 12.25)  # stored as tuples
-    assert entry.probe_ms == (1.0, 2.0, 3.0)
+    assert entry.segments == (Segment(3, 1.5),)
+    assert entry.runs == (RUN, RUN)
 
 
 def test_from_samples_fills_summary_and_run() -> None:
@@ -149,11 +154,58 @@ def test_saving_merges_replacing_only_the_same_names(tmp_path: Path) -> None:
     assert baseline.created_at == created
 
 
+def _run_of(p50: float) -> RunSummary:
+    return RunSummary({0.5: p50, 0.95: p50 * 1.1, 0.99: p50 * 1.2}, 100, 20.0, RECORDED)
+
+
+def test_each_save_adds_a_run_and_keeps_the_last_ten(tmp_path: Path) -> None:
+    for i in range(12):
+        _save(tmp_path, **{BENCH: _entry(runs=[_run_of(10.0 + i)])})
+
+    entry = load_baseline(baseline_dir(tmp_path, MACHINE, SOFTWARE) / BASELINE_FILE)
+    assert entry is not None
+    runs = entry.benchmarks[BENCH].runs
+    assert [r.quantiles_ms[0.5] for r in runs] == [10.0 + i for i in range(2, 12)]  # oldest first
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"model_key": "another model"}, {"settings": {**SETTINGS, "spinning": False}}],
+    ids=["model", "settings"],
+)
+def test_runs_of_another_model_or_setting_are_dropped(tmp_path: Path, change: Any) -> None:
+    _save(tmp_path, **{BENCH: _entry(runs=[_run_of(10.0)])})
+    _save(tmp_path, **{BENCH: _entry(runs=[_run_of(11.0)])})
+
+    _save(tmp_path, **{BENCH: _entry(runs=[_run_of(30.0)], **change)})
+
+    baseline = find_baseline(tmp_path, MACHINE, SOFTWARE)
+    assert baseline is not None
+    assert [r.quantiles_ms[0.5] for r in baseline.entry(BENCH).runs] == [30.0]
+
+
+def test_a_format_1_file_is_read_with_no_runs(tmp_path: Path) -> None:
+    data = _valid_file()
+    data["format_version"] = 1
+    entry = data["benchmarks"][BENCH]
+    del entry["segments"], entry["runs"]
+    entry["probe_ms"] = [5.0, 5.0, 5.0]
+    path = baseline_dir(tmp_path, MACHINE, SOFTWARE) / BASELINE_FILE
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(data))
+
+    baseline = load_baseline(path)
+
+    assert baseline is not None
+    assert baseline.entry(BENCH).runs == ()
+    assert baseline.entry(BENCH).segments is None
+
+
 def test_file_is_readable_json(tmp_path: Path) -> None:
     text = _save(tmp_path).read_text()
     data = json.loads(text)
 
-    assert data["format_version"] == 1
+    assert data["format_version"] == FORMAT_VERSION == 2
     assert list(data) == sorted(data)
     assert text.startswith('{\n "benchmarks": {\n')
     assert '"samples_ms": [10.0, 11.5, 12.25]' in text  # a list of numbers on one line
@@ -283,11 +335,11 @@ def test_a_missing_file_means_no_baseline_yet(tmp_path: Path) -> None:
 
 def _valid_file() -> dict[str, Any]:
     return {
-        "format_version": 1,
+        "format_version": FORMAT_VERSION,
         "created_at": RECORDED,
         "updated_at": RECORDED,
         "fingerprint": {"machine": MACHINE, "software": SOFTWARE},
-        "benchmarks": {BENCH: _entry(probe_ms=(1.0, 1.0, 1.0)).to_dict()},
+        "benchmarks": {BENCH: _entry(segments=[{"calls": 3, "seconds": 1.0}]).to_dict()},
     }
 
 
@@ -311,7 +363,7 @@ def _delete(*keys: str) -> Callable[[dict[str, Any]], None]:
 
 ENTRY = re.escape(f"benchmarks[{BENCH!r}]")
 HAND_EDITS = {
-    "newer version": (_set("format_version", value=2), "format_version 2 is newer"),
+    "newer version": (_set("format_version", value=3), "format_version 3 is newer"),
     "version zero": (_set("format_version", value=0), "format_version 0 is unknown"),
     "version as text": (_set("format_version", value="1"), "format_version '1' is unknown"),
     "no version": (_delete("format_version"), "format_version is missing"),
@@ -335,9 +387,13 @@ HAND_EDITS = {
         _set("benchmarks", BENCH, "samples_ms", value=[True]),
         "samples_ms must be a list of positive numbers",
     ),
-    "probe count": (
-        _set("benchmarks", BENCH, "probe_ms", value=[1.0]),
-        rf"{ENTRY}.probe_ms must have one value per sample \(3\), has 1",
+    "segment count": (
+        _set("benchmarks", BENCH, "segments", value=[{"calls": 1, "seconds": 1.0}]),
+        rf"{ENTRY}.segments hold 1 calls for 3 samples_ms",
+    ),
+    "run without quantiles": (
+        _set("benchmarks", BENCH, "runs", value=[{"calls": 3, "seconds": 1.0}]),
+        rf"{ENTRY}.runs\[0\] is not a run summary",
     ),
     "missing samples": (
         _delete("benchmarks", BENCH, "samples_ms"),
@@ -431,8 +487,8 @@ def test_a_file_in_another_fingerprints_folder_is_refused(tmp_path: Path) -> Non
 def test_entries_are_checked_when_built_in_code() -> None:
     with pytest.raises(ValueError, match="samples_ms must be a list of positive numbers"):
         _entry(samples=[1.0, float("nan")])
-    with pytest.raises(ValueError, match="probe_ms must have one value per sample"):
-        _entry(probe_ms=[1.0])
+    with pytest.raises(ValueError, match="segments hold 1 calls for 3 samples_ms"):
+        _entry(segments=[{"calls": 1, "seconds": 1.0}])
 
 
 # Folder naming
@@ -556,11 +612,11 @@ def roundtrip_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_any_positive_samples_round_trip_exactly(
     roundtrip_root: Path, samples: list[float]
 ) -> None:
-    entry = _entry(samples, probe_ms=samples[::-1])
+    entry = _entry(samples, segments=[{"calls": len(samples), "seconds": 2.5}])
     save_baselines(roundtrip_root, MACHINE, SOFTWARE, {BENCH: entry})
 
     baseline = find_baseline(roundtrip_root, MACHINE, SOFTWARE)
 
     assert baseline is not None
     assert baseline.benchmarks[BENCH].samples_ms == tuple(samples)
-    assert baseline.benchmarks[BENCH].probe_ms == tuple(samples[::-1])
+    assert baseline.benchmarks[BENCH].segments == (Segment(len(samples), 2.5),)

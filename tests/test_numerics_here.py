@@ -29,6 +29,8 @@ FINGERPRINT = {"machine": "test"}
 
 def fingerprint() -> dict[str, str]:
     return FINGERPRINT
+
+
 THIS_MACHINE_SATURATES = bool(saturates(this_machine_isa()))
 run_on_cpu = session_runner(SessionSettings(provider="cpu", intra_op_threads=1, spinning=False))
 

@@ -1,6 +1,6 @@
 """Tests for perf.stats.paired: the statistics of an interleaved A/B latency comparison.
 
-The error rates are measured on a simulator of the drift shared/DESIGN.md describes (seeded
+The error rates are measured on a simulator of the drift measured on the project's VMs (seeded
 numpy, no clock): every call is ``base x drift(t) x session x noise``, where drift is an AR(1)
 process (3% sd, ~25 rounds long) times a two-state regime (+7%, switching every ~20 rounds on
 average), sessions are recreated per segment with an independent 2.5% effect for A and for B,

@@ -34,6 +34,7 @@ from perf.reports.report import (
     write_report,
 )
 from perf.reports.summary import HEADERS
+from perf.stats.compare import Segment
 from perf.stats.percentiles import LatencySummary
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -71,7 +72,7 @@ def make_result(
         warmup_calls=10,
         warmup_steady=True,
         samples_ms=samples_ms,
-        probe_ms=tuple(1.0 for _ in samples_ms),
+        segments=(Segment(len(samples_ms), n * median_ms / 1e3),),
         stopped_because="verdict decided" if budget else "enough samples for the percentile",
         sampling_seconds=n * median_ms / 1e3,
         contention=_contention(busy),
@@ -215,7 +216,7 @@ def test_json_report_is_versioned_and_has_no_samples(written: tuple[Path, list[P
         "verdict": "slower",
         "ratio": 1.3,
     }
-    assert "samples_ms" not in text and "probe_ms" not in text
+    assert "samples_ms" not in text and "segments" not in text
 
 
 def test_pngs_are_valid(written: tuple[Path, list[Path]]) -> None:

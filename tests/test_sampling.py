@@ -213,38 +213,53 @@ def test_progress_is_reported_every_five_seconds_of_sampling(clock: FakeClock) -
     assert all(m.endswith("samples, median 4.0 ms") for m in messages)
 
 
-class FakeProbe:
-    """A machine-speed probe that returns 1.0, 2.0, ... and takes no (fake) time."""
+class FakeSessions:
+    """Opens fake sessions; each is a FakeModel on the shared clock, counted when opened."""
 
-    interval_s = 0.1
+    def __init__(self, clock: FakeClock, ms: float = 2.0) -> None:
+        self.clock = clock
+        self.ms = ms
+        self.opened: list[FakeModel] = []
 
-    def __init__(self) -> None:
-        self.calls = 0
-
-    def measure_ms(self) -> float:
-        self.calls += 1
-        return float(self.calls)
-
-
-def test_every_sample_is_paired_with_the_next_probe_measured_after_it(clock: FakeClock) -> None:
-    probe = FakeProbe()
-    policy = SamplingPolicy(min_samples=200)  # 200 x 2 ms: 0.4 s of sampling
-
-    result = sample(FakeModel(clock, constant(2.0)), policy, probe=probe)  # type: ignore[arg-type]
-
-    assert result.probe_ms is not None
-    assert len(result.probe_ms) == len(result.samples_ms) == 200
-    assert result.probe_ms[0] == 1.0  # probed right after the first sample
-    assert list(result.probe_ms) == sorted(result.probe_ms)
-    assert set(result.probe_ms) == {float(i) for i in range(1, probe.calls + 1)}
-    assert 4 <= probe.calls <= 6  # every 0.1 s of sampling, not after every sample
+    def __call__(self) -> FakeModel:
+        model = FakeModel(self.clock, constant(self.ms))
+        self.opened.append(model)
+        return model
 
 
-def test_without_a_probe_no_probe_times_are_reported(clock: FakeClock) -> None:
-    result = sample(FakeModel(clock, constant(2.0)), SamplingPolicy(min_samples=10))
+def test_segments_run_on_fresh_sessions_warmed_untimed(clock: FakeClock) -> None:
+    sessions = FakeSessions(clock)
+    first = FakeModel(clock, constant(2.0))
+    policy = SamplingPolicy(max_seconds=21.0, segment_seconds=5.0, until_cap=True)
 
-    assert result.probe_ms is None
-    assert result.to_dict()["probe"] is False
+    result = sample(first, policy, reopen=sessions)
+
+    # 21 s of sampling cut every 5 s: a fresh session for each of the four later segments.
+    assert len(sessions.opened) == 4
+    assert [s.calls for s in result.segments][:4] == [2500] * 4
+    assert sum(s.calls for s in result.segments) == len(result.samples_ms)
+    assert all(4.9 < s.seconds < 5.1 for s in result.segments[:4])
+    # Each new session got its warm-up calls, which are not samples.
+    assert [m.calls for m in sessions.opened][:3] == [2 + 2500] * 3
+    assert result.stopped_because == "time cap (baseline run: to the cap)"
+    assert result.to_dict()["segments"] == len(result.segments)
+
+
+def test_without_reopen_segments_only_mark_time(clock: FakeClock) -> None:
+    model = FakeModel(clock, constant(2.0))
+
+    result = sample(model, SamplingPolicy(max_seconds=12.0, segment_seconds=5.0, until_cap=True))
+
+    assert [s.calls for s in result.segments] == [2500, 2500, 1000]
+    assert model.calls == 1 + result.warmup_calls + 6000  # one session throughout
+
+
+def test_a_baseline_run_samples_to_the_cap_even_when_decided(clock: FakeClock) -> None:
+    policy = SamplingPolicy(max_seconds=3.0, until_cap=True)
+
+    result = sample(FakeModel(clock, constant(2.0)), policy, lambda _samples: True)
+
+    assert len(result.samples_ms) == 1500  # 3 s of 2 ms calls, though decided at 50
 
 
 TICK_MS = 0.5  # each clock read moves time on, so the busy-wait loop terminates

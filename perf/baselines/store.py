@@ -24,6 +24,15 @@ change, and older versions keep being read):
             "settings": {...}, "model_key": str | null, "samples_ms": [positive, ...],
             "probe_ms": [positive, ... one per sample] | null, "summary": {...},
             "recorded_at": ISO, "run": {"python": ..., "command": ...}}}}
+
+2. Runs: ``probe_ms`` gone (the machine-speed probe was removed: it did not track drift on
+   AVX2 runners, where its median moved +-45% between runs); ``segments``
+   (``[{"calls": int, "seconds": float}]``, the latest run's sessions, calls adding up to its
+   samples) and ``runs`` added: the summaries
+   (``{"quantiles_ms": {"0.5": ms, ...}, "calls", "seconds", "recorded_at"}``) of the last
+   MAX_BASELINE_RUNS runs saved for this benchmark and model, oldest first, which is what a
+   comparison uses (perf.stats.compare). Version 1 entries are read with no runs and null
+   segments; a comparison refuses them and says to record again.
 """
 
 from __future__ import annotations
@@ -50,9 +59,10 @@ from typing import Any
 from filelock import FileLock, Timeout
 
 from perf.measure.fingerprint import field_value, fingerprint_id, fingerprint_slug
+from perf.stats.compare import MAX_BASELINE_RUNS, RunSummary, Segment
 from perf.stats.percentiles import LatencySummary
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 BASELINE_FILE = "baseline.json"
 # What selects the folder; check_compatible also reports these.
 MACHINE_FIELDS = ("cpu_model", "usable_cores", "isa_flags", "gpu.names")
@@ -105,7 +115,8 @@ class BaselineEntry:
     settings: dict[str, Any]
     model_key: str | None  # the model cache's content key; None for torch eager rows
     samples_ms: tuple[float, ...]
-    probe_ms: tuple[float, ...] | None  # machine-speed probe time next to each sample
+    segments: tuple[Segment, ...] | None  # None: a format-1 entry, recorded without segments
+    runs: tuple[RunSummary, ...]  # the runs a comparison uses, oldest first (the latest last)
     summary: dict[str, Any]  # LatencySummary.to_dict(), for people reading the file
     recorded_at: str
     run: dict[str, Any]  # {"python": ..., "command": ...}
@@ -116,7 +127,8 @@ class BaselineEntry:
             raise _Invalid("model_key", "must be a string or null")
         samples = _latencies(self.samples_ms, "samples_ms")
         object.__setattr__(self, "samples_ms", samples)
-        object.__setattr__(self, "probe_ms", _probe(self.probe_ms, len(samples)))
+        object.__setattr__(self, "segments", _segments(self.segments, len(samples)))
+        object.__setattr__(self, "runs", _runs(self.runs))
         object.__setattr__(self, "summary", _object(self.summary, "summary"))
         _check_timestamp(self.recorded_at, "recorded_at")
         object.__setattr__(self, "run", _object(self.run, "run"))
@@ -128,22 +140,28 @@ class BaselineEntry:
         samples_ms: Sequence[float],
         *,
         model_key: str | None = None,
-        probe_ms: Sequence[float] | None = None,
+        segments: Sequence[Segment] | None = None,
+        seconds: float = 0.0,
     ) -> BaselineEntry:
         """An entry recorded now by this process, with its summary computed from the samples."""
+        now = _now()
         return cls(
             settings=dict(settings),
             model_key=model_key,
             samples_ms=tuple(samples_ms),
-            probe_ms=None if probe_ms is None else tuple(probe_ms),
+            segments=None if segments is None else tuple(segments),
+            runs=(RunSummary.of(samples_ms, seconds, now),),
             summary=LatencySummary.from_samples(samples_ms).to_dict(),
-            recorded_at=_now(),
+            recorded_at=now,
             run={"python": platform.python_version(), "command": shlex.join(sys.argv)},
         )
 
     @classmethod
     def from_dict(cls, data: Any) -> BaselineEntry:
         """Raises ValueError naming the field (relative to the entry) that is wrong."""
+        if isinstance(data, Mapping) and "probe_ms" in data and "segments" not in data:
+            data = {**{k: v for k, v in data.items() if k != "probe_ms"}, "segments": None}
+            data["runs"] = []
         _check_keys(data, _ENTRY_KEYS)
         return cls(**{key: data[key] for key in _ENTRY_KEYS})
 
@@ -152,11 +170,22 @@ class BaselineEntry:
             "settings": copy.deepcopy(self.settings),
             "model_key": self.model_key,
             "samples_ms": list(self.samples_ms),
-            "probe_ms": None if self.probe_ms is None else list(self.probe_ms),
+            "segments": None if self.segments is None else [s.to_dict() for s in self.segments],
+            "runs": [run.to_dict() for run in self.runs],
             "summary": copy.deepcopy(self.summary),
             "recorded_at": self.recorded_at,
             "run": copy.deepcopy(self.run),
         }
+
+    def after(self, earlier: BaselineEntry | None) -> BaselineEntry:
+        """This entry with ``earlier``'s runs before its own, when they measured the same model
+        with the same settings (otherwise they are history of something else and are dropped)."""
+        if earlier is None or earlier.model_key != self.model_key:
+            return self
+        if earlier.settings != self.settings:
+            return self
+        runs = (*earlier.runs, *self.runs)[-MAX_BASELINE_RUNS:]
+        return dataclasses.replace(self, runs=runs)
 
 
 _ENTRY_KEYS = tuple(sorted(field.name for field in dataclasses.fields(BaselineEntry)))
@@ -289,12 +318,13 @@ def save_baselines(
     path.parent.mkdir(parents=True, exist_ok=True)
     with _locked(path):
         existing = _load_own(path, baseline_id(machine_fp, software_fp))
+        old = existing.benchmarks if existing else {}
         now = _now()
         merged = BaselineFile(
             path=path,
             format_version=FORMAT_VERSION,
             fingerprint={"machine": dict(machine_fp), "software": dict(software_fp)},
-            benchmarks={**(existing.benchmarks if existing else {}), **entries},
+            benchmarks={**old, **{name: e.after(old.get(name)) for name, e in entries.items()}},
             created_at=existing.created_at if existing else now,
             updated_at=now,
         )
@@ -385,15 +415,44 @@ def _latencies(value: Any, field: str) -> tuple[float, ...]:
     return tuple(float(item) for item in values)
 
 
-def _probe(value: Any, n_samples: int) -> tuple[float, ...] | None:
+def _segments(value: Any, n_samples: int) -> tuple[Segment, ...] | None:
     if value is None:
         return None
-    probe = _latencies(value, "probe_ms")
-    if len(probe) != n_samples:
-        raise _Invalid(
-            "probe_ms", f"must have one value per sample ({n_samples}), has {len(probe)}"
-        )
-    return probe
+    if isinstance(value, str | bytes | Mapping) or not isinstance(value, Iterable):
+        raise _Invalid("segments", "must be a list of {calls, seconds} objects")
+    segments = []
+    for index, item in enumerate(value):
+        if isinstance(item, Segment):
+            segments.append(item)
+            continue
+        if not isinstance(item, Mapping) or set(item) != {"calls", "seconds"}:
+            raise _Invalid(f"segments[{index}]", "must be an object with calls and seconds")
+        calls, seconds = item["calls"], item["seconds"]
+        if isinstance(calls, bool) or not isinstance(calls, int) or calls < 1:
+            raise _Invalid(f"segments[{index}].calls", f"must be a positive integer, got {calls!r}")
+        if not _is_positive(seconds) and seconds != 0:
+            raise _Invalid(f"segments[{index}].seconds", f"must be >= 0, got {seconds!r}")
+        segments.append(Segment(calls, float(seconds)))
+    total = sum(s.calls for s in segments)
+    if total != n_samples:
+        raise _Invalid("segments", f"hold {total} calls for {n_samples} samples_ms")
+    return tuple(segments)
+
+
+def _runs(value: Any) -> tuple[RunSummary, ...]:
+    if isinstance(value, str | bytes | Mapping) or not isinstance(value, Iterable):
+        raise _Invalid("runs", "must be a list of run summaries")
+    runs = []
+    for index, item in enumerate(value):
+        if isinstance(item, RunSummary):
+            runs.append(item)
+            continue
+        try:
+            _check_keys(item, ("calls", "quantiles_ms", "recorded_at", "seconds"))
+            runs.append(RunSummary.from_dict(item))
+        except (ValueError, TypeError, AttributeError, _Invalid) as exc:
+            raise _Invalid(f"runs[{index}]", f"is not a run summary ({exc})") from None
+    return tuple(runs)
 
 
 def _is_positive(value: Any) -> bool:

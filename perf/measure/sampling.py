@@ -1,7 +1,10 @@
 """The timed loop: first call, warm-up until steady, then per-call samples until the verdict is
 decided, enough samples exist for the judged percentile, or the time cap is reached.
 
-Every call is timed on its own with ``perf_counter_ns`` and every sample is kept.
+Every call is timed on its own with ``perf_counter_ns`` and every sample is kept. Samples come
+in *segments* of ``segment_seconds``, each on a freshly created session when the caller can make
+one: a stored-baseline comparison needs the session-to-session and drift variance that one
+session cannot show (perf.stats.compare).
 """
 
 from __future__ import annotations
@@ -13,10 +16,11 @@ from collections.abc import Callable
 from typing import Any
 
 from perf.measure.contention import Contention, ContentionMonitor
-from perf.measure.machine_speed import MachineSpeedProbe
+from perf.stats.compare import Segment
 from perf.stats.percentiles import min_samples_for_upper_bound
 
 Call = Callable[[], Any]
+OpenCall = Callable[[], Call]  # creates a fresh session, returns a function that runs it once
 # Called with the samples so far (ms); True when the verdict is decided and sampling may stop.
 IsDecided = Callable[[list[float]], bool]
 Progress = Callable[[str], None]
@@ -33,6 +37,11 @@ class SamplingPolicy:
     warmup_tolerance: float = 0.05  # consecutive window medians within 5%: steady
     warmup_max_seconds: float = 15.0
     inject_delay_ms: float = 0.0  # testing the suite's own detection: a slowed-down model
+    # Each segment runs on a fresh session: two sessions of one file differ by a few percent,
+    # and a stored-baseline comparison must sample that (perf.stats.compare).
+    segment_seconds: float = 5.0
+    segment_warmup_calls: int = 2  # per new session, untimed (arena growth, first-call costs)
+    until_cap: bool = False  # a baseline run: sample to the time cap, whatever is decided
 
     @property
     def target_samples(self) -> int:
@@ -51,8 +60,7 @@ class Samples:
     warmup_calls: int
     warmup_steady: bool
     samples_ms: tuple[float, ...]
-    # Machine-speed probe time (ms) measured next to each sample, or None without a probe.
-    probe_ms: tuple[float, ...] | None
+    segments: tuple[Segment, ...]  # consecutive; their calls add up to len(samples_ms)
     stopped_because: str
     sampling_seconds: float
     contention: Contention
@@ -63,7 +71,7 @@ class Samples:
             "warmup_calls": self.warmup_calls,
             "warmup_steady": self.warmup_steady,
             "n": len(self.samples_ms),
-            "probe": self.probe_ms is not None,
+            "segments": len(self.segments),
             "stopped_because": self.stopped_because,
             "sampling_seconds": self.sampling_seconds,
             "contention": dataclasses.asdict(self.contention),
@@ -101,17 +109,49 @@ def _next_look(n: int) -> int:
     return max(n + 50, int(n * 1.5))
 
 
+class _Segments:
+    """Cuts the sampling phase into segments of ``seconds``, each on a fresh session."""
+
+    def __init__(self, call: Call, reopen: OpenCall | None, policy: SamplingPolicy) -> None:
+        self.call = call
+        self.reopen = reopen
+        self.policy = policy
+        self.closed: list[Segment] = []
+        self.calls = 0
+        self.started = time.perf_counter()
+
+    def due(self) -> bool:
+        return time.perf_counter() - self.started >= self.policy.segment_seconds
+
+    def close(self) -> None:
+        if self.calls:
+            self.closed.append(Segment(self.calls, time.perf_counter() - self.started))
+        self.calls = 0
+
+    def next(self) -> None:
+        """Close this segment; a new session (warmed, untimed) starts the next."""
+        self.close()
+        if self.reopen is not None:
+            self.call = None  # type: ignore[assignment]  # free the old session first
+            self.call = self.reopen()
+            for _ in range(self.policy.segment_warmup_calls):
+                self.call()
+        self.started = time.perf_counter()
+
+
 def sample(
     call: Call,
     policy: SamplingPolicy,
     is_decided: IsDecided | None = None,
     progress: Progress | None = None,
-    probe: MachineSpeedProbe | None = None,
+    reopen: OpenCall | None = None,
 ) -> Samples:
+    """First call, warm-up, then segmented samples; ``reopen`` makes each segment's session
+    (without it, segments only mark time)."""
     first_call_ms = timed(call)  # lazy initialisation, cuDNN/TensorRT tuning: reported apart
     warmup_calls, steady = warm_up(call, policy)
     samples: list[float] = []
-    probes = _ProbeSchedule(probe)
+    segments = _Segments(call, reopen, policy)
     look = policy.target_samples if is_decided is None else 50
     report_at = time.perf_counter() + 5.0
     with ContentionMonitor() as monitor:
@@ -119,12 +159,12 @@ def sample(
         deadline = start + policy.max_seconds
         stopped = "time cap"
         while time.perf_counter() < deadline:
-            samples.append(timed(call, policy.inject_delay_ms))
-            probes.after_sample(len(samples))
+            samples.append(timed(segments.call, policy.inject_delay_ms))
+            segments.calls += 1
             if len(samples) >= policy.max_samples:
                 stopped = "sample cap"
                 break
-            if len(samples) >= look:
+            if len(samples) >= look and not policy.until_cap:
                 if is_decided is None:
                     stopped = "enough samples for the percentile"
                     break
@@ -132,46 +172,21 @@ def sample(
                     stopped = "verdict decided"
                     break
                 look = _next_look(len(samples))
+            if segments.due():
+                segments.next()
             if progress is not None and time.perf_counter() >= report_at:
                 progress(f"{len(samples)} samples, median {statistics.median(samples):.1f} ms")
                 report_at += 5.0
+        segments.close()
         elapsed = time.perf_counter() - start
-        probe_ms = probes.finish(len(samples))
     assert monitor.result is not None
     return Samples(
         first_call_ms=first_call_ms,
         warmup_calls=warmup_calls,
         warmup_steady=steady,
         samples_ms=tuple(samples),
-        probe_ms=probe_ms,
-        stopped_because=stopped,
+        segments=tuple(segments.closed),
+        stopped_because=f"{stopped} (baseline run: to the cap)" if policy.until_cap else stopped,
         sampling_seconds=elapsed,
         contention=monitor.result,
     )
-
-
-class _ProbeSchedule:
-    """Runs the probe every ``interval_s``; each sample gets the next probe measured after it."""
-
-    def __init__(self, probe: MachineSpeedProbe | None) -> None:
-        self.probe = probe
-        self.values: list[float] = []
-        self.next_at = time.perf_counter()
-
-    def after_sample(self, n_samples: int) -> None:
-        if self.probe is None or time.perf_counter() < self.next_at:
-            return
-        self._measure(n_samples)
-        self.next_at = time.perf_counter() + self.probe.interval_s
-
-    def _measure(self, n_samples: int) -> None:
-        assert self.probe is not None
-        value = self.probe.measure_ms()
-        self.values += [value] * (n_samples - len(self.values))
-
-    def finish(self, n_samples: int) -> tuple[float, ...] | None:
-        if self.probe is None:
-            return None
-        if len(self.values) < n_samples:
-            self._measure(n_samples)
-        return tuple(self.values)

@@ -35,7 +35,7 @@ REPORT_MD, SUMMARY_MD, REPORT_JSON, OVERVIEW_PNG = (
     "overview.png",
 )
 PLOTS_DIR = "plots"
-BULKY_KEYS = ("samples_ms", "probe_ms")
+BULKY_KEYS = ("samples_ms", "segments")
 _NOTE_RESERVE = 300  # bytes kept for each table's "rows left out" note
 _UNSAFE_FILE_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
 

@@ -2,7 +2,7 @@
 
 The measurement runs both models in one process, in rounds: each round times a block of calls
 of A and a block of calls of B, in random order, and every few rounds both sessions are
-recreated (a *segment*). shared/DESIGN.md ("Drift on these machines, measured") explains why:
+recreated (a *segment*). Why (measured on 2-vCPU EPYC VMs, both ISA classes):
 the machine's speed drifts 5-10% for seconds to minutes, so only A and B measured side by side
 see the same machine, and two sessions of one model file differ by a few percent, so sessions
 are a source of variance that only recreating them can sample.
@@ -84,7 +84,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from perf.stats.compare import Change
+from perf.stats.compare import Change, decide
 
 MIN_ROUNDS = 6
 MIN_SEGMENTS = 2
@@ -233,7 +233,7 @@ def compare_rounds(
     half = float(stats.t.ppf(0.5 + confidence / 2.0, n_segments - 1)) * spread
     half /= math.sqrt(n_segments)
     log_low, log_high = log_ratio - half, log_ratio + half
-    verdict = _decide(log_ratio, log_low, log_high, log_effect)
+    verdict = decide(log_ratio, log_low, log_high, log_effect)
     reason = _reason(
         verdict,
         math.exp(log_ratio),
@@ -324,16 +324,6 @@ def _log_ratio(r: Round) -> float:
     """log(median B / median A), computed so that swapping A and B negates it exactly."""
     a, b = float(np.median(r.a_ms)), float(np.median(r.b_ms))
     return math.log(b / a) if b >= a else -math.log(a / b)
-
-
-def _decide(log_ratio: float, log_low: float, log_high: float, log_effect: float) -> Change:
-    if log_low > 0.0 and log_ratio >= log_effect:
-        return Change.SLOWER
-    if log_high < 0.0 and log_ratio <= -log_effect:
-        return Change.FASTER
-    if -log_effect <= log_low and log_high <= log_effect:
-        return Change.SAME
-    return Change.UNDECIDED
 
 
 def _reason(
