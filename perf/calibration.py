@@ -1,226 +1,247 @@
-"""Does the baseline comparison survive this machine's noise?  A/A and A/B, side by side with
-pytest-benchmark's own ``--benchmark-compare-fail=mean:5%``.
+"""How often is each gate wrong on this machine? A/A and A/B runs of the real suite, resumable.
 
-    python -m perf.calibration --runs 20 --variant w2v2-base/fp32 --out noise-proof/
+    python -m perf.calibration --mode baseline --variant cnn/fp32 --max-time 20 \\
+        --slower-tree ../slower --runs 20 --out baselines/calibration/baseline-cnn-fp32-20s
+    python -m perf.calibration --mode against --variant cnn/fp32 --max-time 20 \\
+        --slower-tree ../slower --runs 20 --out baselines/calibration/against-cnn-fp32-20s
 
-1. One run records a baseline (``--perf-save-baseline``) and its pytest-benchmark JSON.
-2. Then ``--runs`` pairs, interleaved so that machine drift hits both alike: an A/A run (the same
-   model) and an A/B run with a real slowdown (``--perf-inject-delay``: ``--slowdown`` x the
-   baseline's median, busy-waited inside every timed call). Each is a fresh ``pytest perf/``
-   process with ``--benchmark-compare``; a run flags a regression when that test fails with
-   "regressed against its baseline" (re-measurement of undecided results included).
-3. pytest-benchmark's gate on the same runs: ``mean:5%`` fails when the run's mean exceeds the
-   baseline run's mean by more than 5%, which is what ``--benchmark-compare-fail=mean:5%``
-   computes from the same stored rounds (one round = one call here).
+``--slower-tree`` is a second checkout of this repository whose uncommitted change makes the
+model really slower (a graph or config change, not a sleep); its ``HEAD`` is this tree's commit.
+Every run is a fresh ``pytest perf/`` process on CPU, A/A and A/B alternating so that the
+machine's drift hits both alike:
 
-With ``--mode against`` the same experiment judges ``--perf-against HEAD`` instead, with no
-stored baseline: A/A runs measure the working tree's unchanged artifact against HEAD's
-(``--perf-against-unchanged``), A/B runs run from ``--slower-tree``, a checkout of this
-repository whose uncommitted change makes the model really slower (a graph, not a sleep).
+* ``--mode baseline`` (``--benchmark-compare``): first ``--baseline-runs`` runs of this tree
+  record the stored baseline (``--perf-save-baseline``, each adds a run), then A/A runs compare
+  this tree and A/B runs the slower tree with those stored runs;
+* ``--mode against`` (``--perf-against HEAD``): A/A runs measure this tree's unchanged artifact
+  against HEAD's (``--perf-against-unchanged``), A/B runs the slower tree against HEAD.
 
-    python -m perf.calibration --mode against --variant cnn/fp32 --slower-tree ../slower
-
-This is an experiment, not a test: it takes minutes per run on the real model.
+Each finished run is appended to ``OUT/runs.json`` (its verdict, per-quantile ratio and
+interval, commit, machine class, contention) and ``OUT/summary.md`` is rewritten, atomically:
+run the same command again to resume where it stopped. While a file ``OUT/PAUSE`` exists, the
+next run waits, so that tests or other timing can use the machine between runs.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
+import datetime
 import json
-import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-REGRESSED = "regressed against its baseline"
+from perf.measure.fingerprint import cpu_info, normalise_isa_flags
+from perf.reports.files import atomic_write_bytes
+
+CONFIG_KEYS = ("mode", "variant", "duration", "max_time", "baseline_runs", "slower_tree")
 
 
-def pytest_command(args: argparse.Namespace, baselines: Path, json_path: Path) -> list[str]:
+def pytest_command(args: argparse.Namespace, json_path: Path) -> list[str]:
     return [
         sys.executable, "-m", "pytest", "perf/test_latency.py::test_latency",
         "-p", "no:cacheprovider", "-q",
         "--perf-variants", args.variant, "--perf-providers", "cpu",
         "--perf-durations", args.duration, "--perf-concurrency", "0",
-        "--perf-max-time", str(args.max_time),
-        "--perf-baselines", str(baselines), "--benchmark-json", str(json_path),
+        "--perf-max-time", f"{args.max_time:g}",
+        "--perf-baselines", str(args.out / "baselines"),
+        "--perf-cache", str(args.cache),
+        "--benchmark-json", str(json_path),
     ]  # fmt: skip
 
 
-def run_pytest(command: list[str], log: Path) -> tuple[int, str]:
-    completed = subprocess.run(command, capture_output=True, text=True, check=False)
-    output = completed.stdout + completed.stderr
-    log.write_text(output)
-    return completed.returncode, output
+def machine_class() -> str:
+    flags = normalise_isa_flags(cpu_info().get("flags", []))
+    isa = "avx512_vnni" if "avx512vnni" in flags else "avx2" if "avx2" in flags else "other"
+    return f"{cpu_info().get('brand_raw', '?')} ({isa})"
 
 
-def mean_ms(json_path: Path) -> float:
-    (bench,) = json.loads(json_path.read_text())["benchmarks"]
-    return bench["stats"]["mean"] * 1e3
+def tree_commit(tree: Path) -> str:
+    def git(*command: str) -> str:
+        done = subprocess.run(["git", *command], cwd=tree, capture_output=True, text=True)
+        return done.stdout.strip()
+
+    dirty = git("status", "--porcelain", "--untracked-files=no")
+    return git("rev-parse", "--short=12", "HEAD") + ("+dirty" if dirty else "")
 
 
-def median_ms(json_path: Path) -> float:
-    (bench,) = json.loads(json_path.read_text())["benchmarks"]
-    return statistics.median(bench["extra_info"]["samples_ms"])
-
-
-def baseline_check(json_path: Path) -> dict[str, Any]:
-    (bench,) = json.loads(json_path.read_text())["benchmarks"]
-    return bench["extra_info"].get("baseline") or {}
-
-
-def one_run(args: argparse.Namespace, kind: str, index: int, delay_ms: float) -> dict[str, Any]:
-    json_path = args.out / f"{kind}-{index:02d}.json"
-    command = [*pytest_command(args, args.out / "baselines", json_path), "--benchmark-compare"]
-    if delay_ms:
-        command += ["--perf-inject-delay", f"{delay_ms:.3f}"]
+def run_once(args: argparse.Namespace, kind: str, index: int) -> dict[str, Any]:
+    """One fresh pytest process; its outcome as a row of runs.json."""
+    name = f"{kind}-{index:02d}"
+    json_path = args.out / f"{name}.json"
+    command = pytest_command(args, json_path)
+    tree = args.slower_tree if kind == "ab" else Path.cwd()
+    if kind == "save":
+        command.append("--perf-save-baseline")
+    elif args.mode == "baseline":
+        command.append("--benchmark-compare")
+    else:
+        command += ["--perf-against", "HEAD"]
+        command += ["--perf-against-unchanged"] if kind == "aa" else []
     started = time.perf_counter()
-    code, output = run_pytest(command, args.out / f"{kind}-{index:02d}.log")
-    if code not in (0, 1) or not json_path.exists():
-        raise SystemExit(f"{kind} run {index} did not complete (exit {code}); see its log")
-    mean = mean_ms(json_path)
+    done = subprocess.run(command, capture_output=True, text=True, check=False, cwd=tree)
+    (args.out / f"{name}.log").write_text(done.stdout + done.stderr)
+    if done.returncode not in (0, 1) or not json_path.exists():
+        raise SystemExit(f"{name} did not complete (exit {done.returncode}); see its log")
+    (bench,) = json.loads(json_path.read_text())["benchmarks"]
+    json_path.unlink()  # its samples are in the log's summary; the row keeps what is judged
+    extra = bench["extra_info"]
     return {
         "kind": kind,
         "index": index,
-        "suite_flags_regression": REGRESSED in output,
-        "remeasured": baseline_check(json_path).get("remeasured", False),
-        "comparison": (baseline_check(json_path).get("comparison") or {}).get("verdict"),
-        "pytest_benchmark_mean5_flags": mean > args.baseline_mean * 1.05,
-        "mean_ms": mean,
-        "median_ms": median_ms(json_path),
-        "seconds": time.perf_counter() - started,
+        "exit": done.returncode,
+        **_judged(extra, kind, args.mode),
+        "median_ms": _median(extra.get("samples_ms", [])),
+        "commit": tree_commit(tree),
+        "machine": args.machine,
+        "finished_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "seconds": round(time.perf_counter() - started, 1),
     }
 
 
-def against_run(args: argparse.Namespace, kind: str, index: int) -> dict[str, Any]:
-    """One fresh ``pytest perf/ --perf-against HEAD`` process; its paired verdict."""
-    json_path = (args.out / f"{kind}-{index:02d}.json").resolve()
-    command = pytest_command(args, args.out.resolve() / "baselines", json_path)
-    command += ["--perf-against", "HEAD", "--perf-cache", str(args.cache.resolve())]
-    if kind == "aa":
-        command.append("--perf-against-unchanged")
-    cwd = Path.cwd() if kind == "aa" else args.slower_tree
-    started = time.perf_counter()
-    completed = subprocess.run(command, capture_output=True, text=True, check=False, cwd=cwd)
-    (args.out / f"{kind}-{index:02d}.log").write_text(completed.stdout + completed.stderr)
-    if completed.returncode not in (0, 1) or not json_path.exists():
-        raise SystemExit(f"{kind} run {index} did not complete (exit {completed.returncode})")
-    (bench,) = json.loads(json_path.read_text())["benchmarks"]
-    comparison = bench["extra_info"]["against"]["comparison"]
+def _judged(extra: dict[str, Any], kind: str, mode: str) -> dict[str, Any]:
+    contention = (extra.get("perf") or {}).get("sampling", {}).get("contention", {})
+    busy = {"other_cores_busy": contention.get("other_cores_busy")}
+    if kind == "save":
+        return {"verdict": "saved", **busy}
+    if mode == "against":
+        comparison = extra["against"]["comparison"]
+        return {
+            "verdict": comparison["verdict"],
+            "ratio": comparison["ratio"],
+            "interval": [comparison["low"], comparison["high"]],
+            "rounds": comparison["rounds"],
+            "segments": comparison["segments"],
+            **(extra["against"].get("contention") or busy),
+        }
+    check = extra["baseline"]
+    comparison = check.get("comparison") or {}
+    changes = {
+        c["label"]: {"ratio": c["ratio"], "interval": [c["ratio_low"], c["ratio_high"]],
+                     "change": c["change"]}
+        for c in comparison.get("changes", [])
+    }  # fmt: skip
+    p50 = changes.get("P50", {})
     return {
-        "kind": kind,
-        "index": index,
-        "verdict": comparison["verdict"],
-        "ratio": comparison["ratio"],
-        "interval": [comparison["low"], comparison["high"]],
-        "rounds": comparison["rounds"],
-        "segments": comparison["segments"],
-        "seconds": time.perf_counter() - started,
+        "verdict": comparison.get("verdict", check["status"]),
+        "ratio": p50.get("ratio"),
+        "interval": p50.get("interval"),
+        "quantiles": changes,
+        "baseline_runs": comparison.get("baseline_runs"),
+        **busy,
     }
 
 
-def summarise_against(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
-    def verdicts(kind: str) -> dict[str, int]:
-        found: dict[str, int] = {}
-        for row in rows:
-            if row["kind"] == kind:
-                found[row["verdict"]] = found.get(row["verdict"], 0) + 1
-        return found
-
-    def ratios(kind: str) -> str:
-        values = sorted(r["ratio"] for r in rows if r["kind"] == kind)
-        return f"{values[0]:.3f}-{values[-1]:.3f}" if values else "-"
-
-    aa, ab = verdicts("aa"), verdicts("ab")
-    runs = sum(aa.values())
-    return "\n".join([
-        f"`--perf-against HEAD`, variant {args.variant}, {args.duration} of audio, CPU, "
-        f"`--perf-max-time {args.max_time:g}`; A/B from {args.slower_tree}.",
-        "",
-        "| runs | A/A false verdicts (slower or faster) | A/A verdicts | A/A P50 ratios "
-        "| A/B caught as slower | A/B verdicts | A/B P50 ratios |",
-        "|---|---|---|---|---|---|---|",
-        f"| {runs} | {aa.get('slower', 0) + aa.get('faster', 0)} / {runs} | {aa} "
-        f"| {ratios('aa')} | {ab.get('slower', 0)} / {sum(ab.values())} | {ab} | {ratios('ab')} |",
-    ])  # fmt: skip
+def _median(samples: list[float]) -> float | None:
+    ordered = sorted(samples)
+    return ordered[len(ordered) // 2] if ordered else None
 
 
 def summarise(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
-    def count(kind: str, key: str) -> str:
-        flagged = sum(r[key] for r in rows if r["kind"] == kind)
-        total = sum(r["kind"] == kind for r in rows)
-        return f"{flagged} / {total}"
-
-    return "\n".join([
-        f"Variant {args.variant}, {args.duration} of audio, CPU; baseline mean "
-        f"{args.baseline_mean:.1f} ms, median {args.baseline_median:.1f} ms; A/B delay "
-        f"{args.delay_ms:.1f} ms ({args.slowdown:.0%} of the median).",
+    gate = "`--benchmark-compare`" if args.mode == "baseline" else "`--perf-against HEAD`"
+    lines = [
+        f"{gate}, `{args.variant}`, {args.duration} of audio, CPU, `--perf-max-time "
+        f"{args.max_time:g}`; A/B from a tree with a slower model ({args.slower_tree.name}).",
+        f"Machine: {args.machine}. Commits: "
+        + ", ".join(sorted({r["commit"] for r in rows if r["kind"] != "save"})),
+    ]
+    if args.mode == "baseline":
+        lines.append(f"Stored runs: {sum(r['kind'] == 'save' for r in rows)}.")
+    lines += [
         "",
-        "| gate | A/A false regressions | A/B slowdowns caught |",
-        "|---|---|---|",
-        f"| this suite (`--benchmark-compare`) | {count('aa', 'suite_flags_regression')} "
-        f"| {count('ab', 'suite_flags_regression')} |",
-        f"| pytest-benchmark `--benchmark-compare-fail=mean:5%` "
-        f"| {count('aa', 'pytest_benchmark_mean5_flags')} "
-        f"| {count('ab', 'pytest_benchmark_mean5_flags')} |",
-    ])  # fmt: skip
+        "| kind | runs | verdicts | false or caught | P50 ratios (min-max) | contended runs |",
+        "|---|---|---|---|---|---|",
+    ]
+    for kind in ("aa", "ab"):
+        mine = [r for r in rows if r["kind"] == kind]
+        if not mine:
+            continue
+        verdicts = collections.Counter(r["verdict"] for r in mine)
+        if kind == "aa":
+            score = f"{verdicts['slower'] + verdicts['faster']} / {len(mine)} false"
+        else:
+            score = f"{verdicts['slower']} / {len(mine)} caught"
+        ratios = sorted(r["ratio"] for r in mine if r.get("ratio") is not None)
+        span = f"{ratios[0]:.3f}-{ratios[-1]:.3f}" if ratios else "-"
+        busy = sum((r.get("other_cores_busy") or 0) >= 0.25 for r in mine)
+        label = "A/A" if kind == "aa" else "A/B"
+        lines.append(f"| {label} | {len(mine)} | {dict(verdicts)} | {score} | {span} | {busy} |")
+    return "\n".join(lines) + "\n"
+
+
+def _write(args: argparse.Namespace, rows: list[dict[str, Any]]) -> None:
+    atomic_write_bytes(args.out / "runs.json", (json.dumps(rows, indent=1) + "\n").encode())
+    atomic_write_bytes(args.out / "summary.md", summarise(rows, args).encode())
+
+
+def _plan(args: argparse.Namespace) -> list[tuple[str, int]]:
+    saves = (
+        [("save", i) for i in range(1, args.baseline_runs + 1)] if args.mode == "baseline" else []
+    )
+    return saves + [(kind, i) for i in range(1, args.runs + 1) for kind in ("aa", "ab")]
+
+
+def _resume(args: argparse.Namespace) -> list[dict[str, Any]]:
+    config = {key: str(getattr(args, key)) for key in CONFIG_KEYS}
+    config_path = args.out / "config.json"
+    if config_path.exists():
+        stored = json.loads(config_path.read_text())
+        if stored != config:
+            raise SystemExit(
+                f"{args.out} holds a calibration with other settings ({stored}); "
+                "use another --out, or the same settings to resume it"
+            )
+    else:
+        atomic_write_bytes(config_path, json.dumps(config, indent=1).encode())
+    runs = args.out / "runs.json"
+    return json.loads(runs.read_text()) if runs.exists() else []
+
+
+def _wait_while_paused(out: Path) -> None:
+    while (out / "PAUSE").exists():
+        time.sleep(5)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m perf.calibration",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--mode", choices=("baseline", "against"), required=True)
+    parser.add_argument("--variant", default="cnn/fp32")
+    parser.add_argument("--duration", default="3s")
+    parser.add_argument("--runs", type=int, default=20, help="A/A runs and A/B runs, each")
+    parser.add_argument("--baseline-runs", type=int, default=5, help="--mode baseline: stored")
+    parser.add_argument("--max-time", type=float, default=120.0, help="--perf-max-time per run")
+    parser.add_argument("--slower-tree", type=Path, required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--cache", type=Path, default=Path("models"), help="model cache")
+    args = parser.parse_args(argv)
+    if not (args.slower_tree / "perf" / "test_latency.py").is_file():
+        parser.error(f"--slower-tree {args.slower_tree} is not a checkout of this repository")
+    args.out, args.cache = args.out.resolve(), args.cache.resolve()
+    args.slower_tree = args.slower_tree.resolve()
+    args.machine = machine_class()
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m perf.calibration", description=__doc__)
-    parser.add_argument("--variant", default="w2v2-base/fp32")
-    parser.add_argument("--duration", default="3s")
-    parser.add_argument("--runs", type=int, default=20, help="A/A runs and A/B runs, each")
-    parser.add_argument("--slowdown", type=float, default=0.15)
-    parser.add_argument("--max-time", type=float, default=60.0, help="--perf-max-time per run")
-    parser.add_argument("--out", type=Path, default=Path("noise-proof"))
-    parser.add_argument("--mode", choices=("baseline", "against"), default="baseline")
-    parser.add_argument(
-        "--slower-tree", type=Path, help="--mode against: a checkout with a slower model"
-    )
-    parser.add_argument("--cache", type=Path, default=Path("models"), help="model cache")
-    args = parser.parse_args(argv)
+    args = parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    if args.mode == "against":
-        return calibrate_against(args)
-
-    baseline_json = args.out / "baseline.json"
-    command = pytest_command(args, args.out / "baselines", baseline_json)
-    code, _ = run_pytest([*command, "--perf-save-baseline"], args.out / "baseline.log")
-    if code != 0:
-        raise SystemExit(f"the baseline run failed (exit {code}); see {args.out}/baseline.log")
-    args.baseline_mean = mean_ms(baseline_json)
-    args.baseline_median = median_ms(baseline_json)
-    args.delay_ms = args.slowdown * args.baseline_median
-    print(f"baseline: mean {args.baseline_mean:.1f} ms; A/B delay {args.delay_ms:.1f} ms",
-          flush=True)  # fmt: skip
-
-    rows = []
-    for index in range(1, args.runs + 1):
-        for kind, delay in (("aa", 0.0), ("ab", args.delay_ms)):
-            row = one_run(args, kind, index, delay)
-            rows.append(row)
-            print(json.dumps(row), flush=True)
-            (args.out / "runs.json").write_text(json.dumps(rows, indent=1))
-    summary = summarise(rows, args)
-    (args.out / "summary.md").write_text(summary + "\n")
-    print(summary)
-    return 0
-
-
-def calibrate_against(args: argparse.Namespace) -> int:
-    if args.slower_tree is None or not (args.slower_tree / "export").is_dir():
-        raise SystemExit("--mode against needs --slower-tree: a checkout with a slower model")
-    rows = []
-    for index in range(1, args.runs + 1):
-        for kind in ("aa", "ab"):
-            rows.append(against_run(args, kind, index))
-            print(json.dumps(rows[-1]), flush=True)
-            (args.out / "runs.json").write_text(json.dumps(rows, indent=1))
-    summary = summarise_against(rows, args)
-    (args.out / "summary.md").write_text(summary + "\n")
-    print(summary)
+    rows = _resume(args)
+    done = {(r["kind"], r["index"]) for r in rows}
+    for kind, index in _plan(args):
+        if (kind, index) in done:
+            continue
+        _wait_while_paused(args.out)
+        rows.append(run_once(args, kind, index))
+        _write(args, rows)
+        print(json.dumps(rows[-1]), flush=True)
+    print(summarise(rows, args))
     return 0
 
 
