@@ -1,12 +1,15 @@
 """What an artifact is made from: a source (an architecture or a user's ONNX file) plus a variant.
 
 A recipe's ``key`` is a content hash of everything that changes the artifact, so the same recipe
-is a cache hit and any change (config, weights, export options, library versions) is a rebuild.
+is a cache hit and any change (config, weights, export options, library versions, and the code
+of this package that builds and transforms the graph) is a rebuild.
 """
 
 from __future__ import annotations
 
+import ast
 import dataclasses
+import functools
 import hashlib
 import json
 from importlib import metadata
@@ -15,8 +18,11 @@ from typing import Any
 
 from export.architectures import ARCHITECTURES, ArchitectureSpec
 
-# Bump when the build code changes what it writes, so old cache entries are not reused.
+# The manifest's layout (export/cache.py). Changes to the code that builds an artifact need no
+# bump: that code is hashed into every key (build_code_digest).
 CACHE_FORMAT = 1
+# Modules of this package that only drive the others (the command line): not hashed.
+NOT_BUILD_CODE = frozenset({"__main__.py"})
 
 VARIANTS: dict[str, str] = {
     "fp32": "torch.onnx.export (dynamo, with fallbacks), float32",
@@ -78,6 +84,42 @@ def _onnxruntime_distribution_version() -> str:
         if name.startswith("onnxruntime-") and name not in ("onnxruntime-extensions",):
             return f"{name}=={dist.version}"
     return "not installed"
+
+
+@functools.cache
+def build_code_digest(package: Path = Path(__file__).parent) -> str:
+    """sha256 of the code of the modules that build, transform and check artifacts.
+
+    Keys once hashed only configs, options and versions: a change to ``forward`` came back
+    ``unchanged`` from ``--perf-against`` and was served stale from the cache. The code is
+    hashed as its syntax tree without docstrings, so a comment, docstring or formatting edit
+    keeps every key while any change to what runs makes a new one.
+    """
+    digest = hashlib.sha256()
+    for path in sorted(package.glob("*.py")):
+        if path.name in NOT_BUILD_CODE:
+            continue
+        digest.update(path.name.encode() + b"\0")
+        digest.update(_code_without_docs(path.read_text(encoding="utf-8")).encode())
+    return digest.hexdigest()
+
+
+def _code_without_docs(source: str) -> str:
+    tree = ast.parse(source)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+            first = node.body[0] if node.body else None
+            if _is_docstring(first):
+                node.body = node.body[1:] or [ast.Pass()]
+    return ast.dump(tree, include_attributes=False)
+
+
+def _is_docstring(node: ast.stmt | None) -> bool:
+    return (
+        isinstance(node, ast.Expr)
+        and isinstance(node.value, ast.Constant)
+        and isinstance(node.value.value, str)
+    )
 
 
 def file_sha256(path: Path, chunk_bytes: int = 1 << 22) -> str:
@@ -153,6 +195,7 @@ class Recipe:
         packages = FILE_PACKAGES if self.source.is_file else EXPORT_PACKAGES
         return {
             "cache_format": CACHE_FORMAT,
+            "build_code": build_code_digest(),
             "name": self.name,
             "source": self.source.identity(),
             "variant": self.variant,

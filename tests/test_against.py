@@ -168,11 +168,16 @@ def test_a_variant_ref_cannot_name_and_a_user_file_are_not_compared(tmp_path: Pa
 # --- REF's code, for real ---------------------------------------------------------------------
 
 
-def _repo_with_export(path: Path) -> Path:
-    """A git repository holding a copy of this project's export package, committed."""
+def _repo_with_export(path: Path, old: str = "", new: str = "") -> Path:
+    """A git repository holding a copy of this project's export package (with ``old`` replaced
+    by ``new`` in architectures.py), committed."""
     shutil.copytree(
         PROJECT / "export", path / "export", ignore=shutil.ignore_patterns("__pycache__")
     )
+    if old:
+        module = path / "export" / "architectures.py"
+        assert old in module.read_text()
+        module.write_text(module.read_text().replace(old, new, 1))
     for args in (
         ["init", "-q"],
         ["add", "export"],
@@ -193,6 +198,21 @@ def test_refs_code_computes_the_same_keys_for_the_same_recipes(tmp_path: Path) -
 
     assert again == tree and (tree.path / "export" / "recipes.py").is_file()
     assert keys == {n: parse_variant_name(n).key() for n in ("tiny/fp32", "cnn/int8")}
+
+
+def test_a_ref_whose_forward_code_differs_has_other_keys(tmp_path: Path) -> None:
+    """REF's ConvEncoder.forward did less work: its artifacts are not the working tree's."""
+    from export.recipes import parse_variant_name
+
+    forward = "        return self.proj(self.norm(features))\n"
+    less_work = "        return self.proj(features)\n"
+    repo = _repo_with_export(tmp_path / "repo", forward, less_work)
+    tree = checkout(repo, "HEAD", tmp_path / "refs")
+
+    keys = RefModels(tree, tmp_path / "models").keys(["cnn/fp32", "cnn/int8"])
+
+    assert keys["cnn/fp32"] != parse_variant_name("cnn/fp32").key()
+    assert keys["cnn/int8"] != parse_variant_name("cnn/int8").key()
 
 
 def test_a_ref_that_is_not_a_commit_is_a_clear_error(tmp_path: Path) -> None:

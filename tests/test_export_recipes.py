@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import dataclasses
+import shutil
 from pathlib import Path
 
 import pytest
@@ -155,3 +156,66 @@ def test_derived_variants_have_fp32_as_parent() -> None:
     recipe = parse_variant_name("tiny/int8")
     assert recipe.parent == Recipe(architecture_source("tiny"), "fp32")
     assert recipe.parent is not None and recipe.parent.parent is None
+
+
+# --- the code that builds an artifact is part of its key ---------------------------------------
+
+FORWARD = "        features = self.convs(audio.unsqueeze(1)).transpose(1, 2)\n"
+
+
+def _package_copy(tmp_path: Path, name: str, old: str = "", new: str = "") -> Path:
+    package = tmp_path / name
+    shutil.copytree(
+        Path(recipes.__file__).parent, package, ignore=shutil.ignore_patterns("__pycache__")
+    )
+    if old:
+        module = package / "architectures.py"
+        text = module.read_text()
+        assert old in text
+        module.write_text(text.replace(old, new, 1))
+    return package
+
+
+def test_a_change_to_forward_code_changes_the_build_code_digest(tmp_path: Path) -> None:
+    """Four more Linear layers in ConvEncoder.forward: more work, so never the same key."""
+    original = recipes.build_code_digest(_package_copy(tmp_path, "same"))
+    extra_work = FORWARD + "        for _ in range(4):\n            features = features * 1.0\n"
+    changed = recipes.build_code_digest(_package_copy(tmp_path, "forward", FORWARD, extra_work))
+
+    assert original == recipes.build_code_digest()  # a copy hashes like the original
+    assert changed != original
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        (FORWARD, FORWARD.rstrip("\n") + "  # a comment\n"),
+        ('"""A small strided-conv encoder', '"""A reworded docstring of the encoder'),
+        (FORWARD, "\n" + FORWARD),
+    ],
+    ids=["comment", "docstring", "blank line"],
+)
+def test_comments_docstrings_and_layout_keep_the_digest(tmp_path: Path, old: str, new: str) -> None:
+    edited = recipes.build_code_digest(_package_copy(tmp_path, "edited", old, new))
+
+    assert edited == recipes.build_code_digest()
+
+
+def test_the_command_line_module_is_not_build_code(tmp_path: Path) -> None:
+    package = _package_copy(tmp_path, "cli")
+    (package / "__main__.py").write_text("print('another command line')\n")
+
+    assert recipes.build_code_digest(package) == recipes.build_code_digest()
+
+
+def test_every_key_carries_the_build_code_digest() -> None:
+    description = parse_variant_name("tiny/int8").description()
+
+    assert description["build_code"] == recipes.build_code_digest()
+
+
+def test_key_changes_with_the_build_code(monkeypatch: pytest.MonkeyPatch) -> None:
+    before = parse_variant_name("tiny/fp32").key()
+    monkeypatch.setattr(recipes, "build_code_digest", lambda: "other code")
+
+    assert parse_variant_name("tiny/fp32").key() != before
