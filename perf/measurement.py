@@ -14,14 +14,13 @@ import numpy as np
 import psutil
 
 from perf.budgets.rules import Budget
-from perf.budgets.verdicts import BudgetDecision, Verdict, final_decision, judge_budget
+from perf.budgets.verdicts import BudgetDecision, final_decision, judge_budget
 from perf.measure.cases import PerfCase, case_inputs
 from perf.measure.models import ResolvedModel
 from perf.measure.sampling import Samples, SamplingPolicy, sample
 from perf.measure.sessions import ProviderSkip, SessionSettings, node_placement, open_session
+from perf.stats.outcome import Outcome
 from perf.stats.percentiles import LatencySummary
-
-NOT_GATED = "not gated"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,12 +40,12 @@ class LatencyResult:
     numerics: dict[str, Any] | None = None  # the check that this model computes right here
 
     @property
-    def verdict(self) -> str:
+    def verdict(self) -> Outcome:
         if not self.decisions:
-            return NOT_GATED
-        if any(d.verdict is Verdict.FAIL for d in self.decisions):
-            return Verdict.FAIL.value
-        return Verdict.PASS.value
+            return Outcome.NOT_GATED
+        if any(d.verdict is Outcome.FAIL for d in self.decisions):
+            return Outcome.FAIL
+        return Outcome.PASS
 
     @property
     def decided_by_point_estimate(self) -> bool:
@@ -54,7 +53,7 @@ class LatencyResult:
 
     def failure_message(self) -> str:
         p99 = self.summary.percentiles["p99"]
-        lines = [d.reason for d in self.decisions if d.verdict is Verdict.FAIL]
+        lines = [d.reason for d in self.decisions if d.verdict is Outcome.FAIL]
         lines += [
             f"P99 {p99.format()} over n={self.summary.n} samples "
             f"(stopped: {self.samples.stopped_because}); budget {self.budget}",
@@ -126,7 +125,7 @@ def measure_case(
 
     def is_decided(samples_ms: list[float]) -> bool:
         return all(
-            d.verdict is not Verdict.UNDECIDED for d in judge(samples_ms, budget, policy.confidence)
+            d.verdict is not Outcome.UNDECIDED for d in judge(samples_ms, budget, policy.confidence)
         )
 
     call = session_call(session)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ from perf.reports.report import ReportContent, skipped_from_report, write_report
 from perf.reports.summary import format_table, summary_table
 from perf.run import PerfOptions, PerfRun
 from perf.stats.compare import MIN_BASELINE_RUNS, format_comparison_table
+from perf.stats.outcome import Outcome, UndecidedPolicy
 
 RUN_KEY = pytest.StashKey[PerfRun]()
 
@@ -138,6 +140,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=None,
         metavar="DIR",
         help="write report.md, summary.md, report.json and PNG plots to DIR",
+    )
+    group.addoption(
+        "--perf-undecided",
+        choices=[p.value for p in UndecidedPolicy],
+        default=UndecidedPolicy.WARN.value,
+        help="what a baseline or --perf-against comparison that is undecided, refused or not "
+        "compared does to its test: fail, warn (default: passes with a warning, listed in the "
+        "summary and report) or pass",
     )
     group.addoption(
         "--perf-no-gate",
@@ -244,6 +254,7 @@ def _options(config: pytest.Config) -> PerfOptions:
         concurrency_seconds=config.getoption("perf_concurrency_time"),
         cache_dir=config.getoption("perf_cache"),
         gate=not config.getoption("perf_no_gate"),
+        undecided=UndecidedPolicy(config.getoption("perf_undecided")),
         compare=bool(config.getoption("benchmark_compare", default=None)),
         force_compare=config.getoption("perf_force_compare"),
         save_baseline=config.getoption("perf_save_baseline"),
@@ -389,7 +400,7 @@ def _write_report(session: pytest.Session) -> None:
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     reports = reporter.stats.get("skipped", []) if reporter else []
     skipped = [s for s in map(skipped_from_report, reports) if s]
-    comparisons = [(b, c.comparison) for b, c in run.baselines.checks.items() if c.comparison]
+    comparisons = list(run.baselines.checks.items())
     content = ReportContent(
         results=run.results,
         comparisons=comparisons,
@@ -412,15 +423,22 @@ def _save_baseline(session: pytest.Session, exitstatus: int) -> None:
         write(f"baseline NOT saved: the run did not complete and pass (exit status {exitstatus})")
         return
     try:
-        path = run.baselines.save(run.results)
+        path, left_out = run.baselines.save(run.results)
     except BaselineError as error:
         write(f"baseline NOT saved: {error}")
         session.exitstatus = pytest.ExitCode.INTERNAL_ERROR
         return
-    write(f"baseline saved for {len(run.results)} benchmark(s): {path}")
+    for line in left_out:
+        write(line)
+    if path is None:
+        write("baseline NOT saved: every run was contended")
+        return
     saved = load_baseline(path)
-    for result in run.results:
-        runs = len(saved.entry(result.case.id).runs) if saved else 0
+    stored = [r for r in run.results if saved and r.case.id in saved.benchmarks]
+    write(f"baseline saved for {len(run.results) - len(left_out)} benchmark(s): {path}")
+    for result in stored:
+        assert saved is not None
+        runs = len(saved.entry(result.case.id).runs)
         if runs < MIN_BASELINE_RUNS:
             write(
                 f"{result.case.id}: the baseline now holds {runs} run(s) of it; comparisons need "
@@ -453,16 +471,34 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         headers = ("configuration", "threads", "throughput", "P50", "P99 [95% CI]")
         terminalreporter.write_line(format_table(rows, headers))
     compared = [(bench, c.comparison) for bench, c in run.baselines.checks.items() if c.comparison]
-    if compared:
-        terminalreporter.section("comparison with baseline")
-        terminalreporter.write_line(format_comparison_table(compared))
+    if run.baselines.checks:
+        terminalreporter.section("against the stored baseline")
+        if compared:
+            terminalreporter.write_line(format_comparison_table(compared))
         for check in run.baselines.checks.values():
-            if check.comparison is not None and check.comparison.verdict != "same":
+            if check.outcome is not Outcome.SAME:
                 terminalreporter.write_line(check.message)
     if run.against is not None and run.against.outcomes:
         terminalreporter.section(f"A/B against {run.against.ref}")
         for outcome in run.against.outcomes:
             terminalreporter.write_line(outcome.line())
-    others = [c.message for c in run.baselines.checks.values() if not c.comparison]
-    for message in others:
-        terminalreporter.write_line(message)
+    line = outcomes_line(run)
+    if line:
+        terminalreporter.write_line(line, bold=True)
+
+
+def outcomes_line(run: PerfRun) -> str | None:
+    """Every comparison's outcome counted, and what the inconclusive ones did to the tests."""
+    outcomes = [c.outcome for c in run.baselines.checks.values()]
+    outcomes += [o.outcome for o in (run.against.outcomes if run.against else [])]
+    if not outcomes:
+        return None
+    counts = Counter(str(o) for o in outcomes)
+    text = "comparisons: " + ", ".join(f"{n} {o}" for o, n in sorted(counts.items()))
+    inconclusive = sum(o.inconclusive for o in outcomes)
+    if inconclusive:
+        text += (
+            f"; {inconclusive} inconclusive (undecided, refused or not compared): "
+            f"--perf-undecided {run.options.undecided}"
+        )
+    return text

@@ -30,6 +30,7 @@ from perf.measurement import (
 )
 from perf.scenarios.ab import ABOutcome
 from perf.scenarios.against import against_gate
+from perf.stats.outcome import UndecidedPolicy
 
 log = logging.getLogger("perf")
 
@@ -59,6 +60,7 @@ class PerfOptions:
     emulate_isa: str | None = None  # check numerics as a CPU of this class computes them
     against: RefTree | None = None  # --perf-against: A/B with this commit's models
     against_unchanged: bool = False  # measure unchanged artifacts too, as an A/A
+    undecided: UndecidedPolicy = UndecidedPolicy.WARN  # what inconclusive comparisons do
 
 
 class PerfRun:

@@ -15,7 +15,7 @@ from perf.measure.sessions import ProviderSkip
 from perf.measurement import LatencyResult
 from perf.plugin import record_samples
 from perf.run import PerfRun
-from perf.scenarios.ab import NOT_COMPARED
+from perf.stats.outcome import Outcome, UndecidedPolicy
 
 
 @contextlib.contextmanager
@@ -48,6 +48,19 @@ def _record_result(request: pytest.FixtureRequest, result: LatencyResult) -> Any
     return _record(request, samples.samples_ms, extra)
 
 
+def settle(outcome: Outcome, message: str, policy: UndecidedPolicy) -> str | None:
+    """The failure message, if ``outcome`` fails the test under ``policy``; warns if it says
+    to (perf/stats/outcome.py says which outcomes fail)."""
+    if outcome.fails:
+        return message
+    if not outcome.inconclusive or policy is UndecidedPolicy.PASS:
+        return None
+    if policy is UndecidedPolicy.FAIL:
+        return f"{message}\n(--perf-undecided fail: an inconclusive comparison fails the test)"
+    warnings.warn(f"{outcome}: {message}", stacklevel=2)
+    return None
+
+
 def test_latency(perf_case: PerfCase, perf_run: PerfRun, request: pytest.FixtureRequest) -> None:
     if perf_run.against is not None:
         _against(perf_case, perf_run, request)
@@ -55,21 +68,27 @@ def test_latency(perf_case: PerfCase, perf_run: PerfRun, request: pytest.Fixture
     with unavailable_or_refused():
         result = perf_run.measure(perf_case)
     benchmark = _record_result(request, result)
+    failures = []
     if perf_run.options.compare:
         check = perf_run.baselines.check(result)
         benchmark.extra_info["baseline"] = check.to_dict()
-        if check.regressed:
-            pytest.fail(
-                f"{perf_case.id} regressed against its baseline\n{check.message}", pytrace=False
+        title = "regressed against its baseline" if check.regressed else "vs its baseline"
+        failures.append(
+            settle(
+                check.outcome,
+                f"{perf_case.id} {title}\n{check.message}",
+                perf_run.options.undecided,
             )
-        if check.status != "compared" or check.undecided:
-            warnings.warn(check.message, stacklevel=1)
-    if result.verdict == "fail":
+        )
+    if result.verdict is Outcome.FAIL:
         message = f"{perf_case.id} breaks its latency budget\n{result.failure_message()}"
-        if not perf_run.options.gate:
+        if perf_run.options.gate:
+            failures.append(message)
+        else:
             warnings.warn(f"not gated (--perf-no-gate): {message}", stacklevel=1)
-            return
-        pytest.fail(message, pytrace=False)
+    failed = [f for f in failures if f]
+    if failed:
+        pytest.fail("\n\n".join(failed), pytrace=False)
 
 
 def _against(case: PerfCase, run: PerfRun, request: pytest.FixtureRequest) -> None:
@@ -79,10 +98,10 @@ def _against(case: PerfCase, run: PerfRun, request: pytest.FixtureRequest) -> No
     if outcome.measured is not None:  # the working tree's samples, for pytest-benchmark's JSON
         samples = outcome.measured.b_samples_ms
         _record(request, samples, {"against": outcome.to_dict(), "samples_ms": list(samples)})
-    if outcome.regressed:
-        pytest.fail(f"{case.id} is slower than at {outcome.ref}\n{outcome.reason}", pytrace=False)
-    if outcome.status == NOT_COMPARED:
-        warnings.warn(outcome.line(), stacklevel=1)
+    title = f"is slower than at {outcome.ref}" if outcome.regressed else f"vs {outcome.ref}"
+    failure = settle(outcome.outcome, f"{case.id} {title}\n{outcome.reason}", run.options.undecided)
+    if failure:
+        pytest.fail(failure, pytrace=False)
 
 
 def test_torch_eager_reference(

@@ -19,8 +19,9 @@ from perf.baselines.git_ref import GitRefError, RefModels, checkout
 from perf.measure.cases import PerfCase
 from perf.measure.models import ResolvedModel
 from perf.measure.sessions import SessionSettings
-from perf.scenarios.ab import COMPARED, NOT_COMPARED, UNCHANGED, ABPolicy, interleave
+from perf.scenarios.ab import ABPolicy, interleave
 from perf.scenarios.against import AgainstGate
+from perf.stats.outcome import Outcome
 from tests import test_plugin
 from tests.test_plugin import Suite, output
 
@@ -132,8 +133,8 @@ def test_an_unchanged_artifact_is_reported_and_not_built_or_measured() -> None:
 
     outcome = gate.check(PerfCase("tiny/fp32", "cpu", 3.0), SETTINGS)
 
-    assert outcome.status == UNCHANGED
-    assert outcome.verdict == "unchanged (same artifact)"
+    assert outcome.outcome is Outcome.UNCHANGED
+    assert "unchanged (same artifact)" in outcome.line()
     assert not outcome.regressed
     assert resolved == [] and ref.built == []
     assert gate.outcomes == [outcome]
@@ -150,17 +151,17 @@ def test_a_changed_artifact_is_measured_against_refs(model_cache: Path) -> None:
 
     outcome = gate.check(PerfCase("tiny/fp32", "cpu", 1.0), SETTINGS)
 
-    assert outcome.status == COMPARED
+    assert outcome.measured is not None
     assert resolved == ["tiny/fp32"] and ref.built == ["tiny/fp32"]
     assert outcome.measured is not None and len(outcome.measured.rounds) >= 1
-    assert outcome.to_dict()["comparison"]["verdict"] == outcome.verdict
+    assert outcome.to_dict()["comparison"]["verdict"] == outcome.outcome
 
 
 def test_a_variant_ref_cannot_name_and_a_user_file_are_not_compared(tmp_path: Path) -> None:
     gate = _gate(FakeRefModels({}), {}, [], None)
     missing = gate.check(PerfCase("cnn/fp32", "cpu", 3.0), SETTINGS)
     user_file = gate.check(PerfCase("m.onnx", "cpu", 3.0, model_file=tmp_path / "m.onnx"), SETTINGS)
-    assert missing.status == user_file.status == NOT_COMPARED
+    assert missing.outcome is user_file.outcome is Outcome.NOT_COMPARED
     assert "REF has no variant" in missing.reason
     assert "--perf-model file" in user_file.reason
 
@@ -237,13 +238,13 @@ def test_against_head_on_an_unchanged_tree_reports_unchanged_and_passes(
     assert text.count("unchanged (same artifact) vs HEAD") == 2
     assert "Benchmark fixture was not used" not in text
     rows = json.loads((report / "report.json").read_text())["against"]
-    assert [(r["id"], r["status"]) for r in rows] == [
+    assert [(r["id"], r["outcome"]) for r in rows] == [
         ("tiny/fp32-cpu-3s", "unchanged"),
         ("tiny/int8-cpu-3s", "unchanged"),
     ]
     summary = (report / "summary.md").read_text()
     assert "## A/B against HEAD (" in summary
-    assert "| tiny/int8-cpu-3s | unchanged (same artifact) |" in summary
+    assert "| tiny/int8-cpu-3s | unchanged | same cache key" in summary
 
 
 def test_against_a_ref_that_does_not_exist_is_a_usage_error(suite: Suite) -> None:

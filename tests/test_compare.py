@@ -25,7 +25,6 @@ from scipy import stats
 from perf.stats.compare import (
     DEFAULT_GATES,
     MIN_BASELINE_RUNS,
-    Change,
     QuantileGate,
     RunSummary,
     compare_runs,
@@ -33,6 +32,7 @@ from perf.stats.compare import (
     main,
     prediction_interval,
 )
+from perf.stats.outcome import Outcome
 
 TRIALS = 400
 P50_ONLY = (QuantileGate(0.5, 0.05, 0.95),)
@@ -47,8 +47,8 @@ def _runs(rng: np.random.Generator, k: int, sigma: float, factor: float = 1.0) -
     return [_run(50.0 * factor * math.exp(rng.normal(0.0, sigma))) for _ in range(k)]
 
 
-def _trials(k: int, sigma: float, factor: float, tag: int) -> Counter[Change]:
-    verdicts: Counter[Change] = Counter()
+def _trials(k: int, sigma: float, factor: float, tag: int) -> Counter[Outcome]:
+    verdicts: Counter[Outcome] = Counter()
     for seed in range(TRIALS):
         rng = np.random.default_rng([tag, seed])
         stored = _runs(rng, k, sigma)
@@ -74,38 +74,38 @@ def test_prediction_interval_covers_a_new_run_at_its_nominal_rate() -> None:
 
 def test_a_a_false_verdicts_stay_under_one_in_twenty() -> None:
     verdicts = _trials(k=5, sigma=0.03, factor=1.0, tag=2)
-    assert verdicts[Change.SLOWER] + verdicts[Change.FASTER] <= 0.05 * TRIALS
+    assert verdicts[Outcome.SLOWER] + verdicts[Outcome.FASTER] <= 0.05 * TRIALS
 
 
 def test_ten_percent_slower_is_caught_when_runs_vary_little() -> None:
     verdicts = _trials(k=10, sigma=0.015, factor=1.10, tag=3)
-    assert verdicts[Change.SLOWER] >= 0.95 * TRIALS
-    assert verdicts[Change.FASTER] == 0
+    assert verdicts[Outcome.SLOWER] >= 0.95 * TRIALS
+    assert verdicts[Outcome.FASTER] == 0
 
 
 def test_ten_percent_slower_is_undecided_not_same_when_runs_vary_as_much() -> None:
     # Runs that land 6% apart cannot resolve 10%: the honest answer is "undecided".
     verdicts = _trials(k=5, sigma=0.06, factor=1.10, tag=4)
-    assert verdicts[Change.SAME] <= 0.02 * TRIALS
-    assert verdicts[Change.FASTER] <= 0.01 * TRIALS
-    assert verdicts[Change.UNDECIDED] >= 0.5 * TRIALS
+    assert verdicts[Outcome.SAME] <= 0.02 * TRIALS
+    assert verdicts[Outcome.FASTER] <= 0.01 * TRIALS
+    assert verdicts[Outcome.UNDECIDED] >= 0.5 * TRIALS
 
 
 def test_fifteen_percent_faster_is_faster() -> None:
     verdicts = _trials(k=10, sigma=0.015, factor=0.85, tag=5)
-    assert verdicts[Change.FASTER] >= 0.95 * TRIALS
+    assert verdicts[Outcome.FASTER] >= 0.95 * TRIALS
 
 
 def test_a_change_within_the_minimum_effect_is_same_with_steady_runs() -> None:
     verdicts = _trials(k=10, sigma=0.003, factor=1.02, tag=6)
-    assert verdicts[Change.SAME] >= 0.95 * TRIALS
+    assert verdicts[Outcome.SAME] >= 0.95 * TRIALS
 
 
 def test_fewer_than_three_stored_runs_is_undecided_and_says_what_to_do() -> None:
     stored = [_run(50.0), _run(50.1)]
     result = compare_runs(stored, _run(80.0))
     assert MIN_BASELINE_RUNS == 3
-    assert result.verdict is Change.UNDECIDED
+    assert result.verdict is Outcome.UNDECIDED
     assert all(math.isnan(c.ratio_low) for c in result.changes)
     assert result.changes[0].ratio == pytest.approx(80.0 / math.sqrt(50.0 * 50.1))
     assert "holds 2 run(s)" in result.reason
@@ -116,13 +116,13 @@ def test_any_slower_quantile_makes_the_verdict_slower_and_undecided_beats_faster
     stored = [_run(p, spread=1.3) for p in (50.0, 50.5, 49.5, 50.2, 49.8)]
     tail_only = RunSummary({0.5: 50.0, 0.95: 65.0 * 1.5, 0.99: 74.1 * 1.5}, 1000, 120.0)
     result = compare_runs(stored, tail_only)
-    assert [c.change for c in result.changes] == [Change.SAME, Change.SLOWER, Change.SLOWER]
-    assert result.verdict is Change.SLOWER and result.regressed
+    assert [c.change for c in result.changes] == [Outcome.SAME, Outcome.SLOWER, Outcome.SLOWER]
+    assert result.verdict is Outcome.SLOWER and result.regressed
     # P50 faster, P99 x1.09 with an interval reaching past the 10% line: undecided overall.
     mixed = RunSummary({0.5: 40.0, 0.95: 65.0, 0.99: 74.1 * 1.09}, 1000, 120.0)
     result = compare_runs(stored, mixed)
-    assert [c.change for c in result.changes] == [Change.FASTER, Change.SAME, Change.UNDECIDED]
-    assert result.verdict is Change.UNDECIDED and "P99" in result.reason
+    assert [c.change for c in result.changes] == [Outcome.FASTER, Outcome.SAME, Outcome.UNDECIDED]
+    assert result.verdict is Outcome.UNDECIDED and "P99" in result.reason
 
 
 def test_tails_are_judged_at_99_percent_and_p50_at_95() -> None:
@@ -153,7 +153,7 @@ def test_scaling_every_latency_changes_nothing(logs: list[float], new: float, sc
 
 def test_identical_stored_runs_give_a_point_interval() -> None:
     result = compare_runs([_run(50.0)] * 3, _run(50.0))
-    assert result.verdict is Change.SAME
+    assert result.verdict is Outcome.SAME
     assert result.changes[0].ratio_low == result.changes[0].ratio_high == 1.0
 
 
@@ -210,21 +210,21 @@ def _simulated_run(
     return segments
 
 
-def _batch_welch_verdict(a: list[np.ndarray], b: list[np.ndarray]) -> Change:
+def _batch_welch_verdict(a: list[np.ndarray], b: list[np.ndarray]) -> Outcome:
     """The replaced statistic: 20 s stretches of each run as replicates, Welch t on P50."""
     va = np.log([np.median(np.concatenate(a[i : i + 4])) for i in range(0, len(a), 4)])
     vb = np.log([np.median(np.concatenate(b[i : i + 4])) for i in range(0, len(b), 4)])
     low, high = stats.ttest_ind(vb, va, equal_var=False).confidence_interval(0.95)
     d = float(np.mean(vb) - np.mean(va))
     if low > 0 and d >= math.log(1.05):
-        return Change.SLOWER
+        return Outcome.SLOWER
     if high < 0 and d <= -math.log(1.05):
-        return Change.FASTER
-    return Change.SAME
+        return Outcome.FASTER
+    return Outcome.SAME
 
 
 def test_on_a_drifting_machine_run_level_verdicts_hold_where_within_run_ones_do_not() -> None:
-    run_level, batch_level = Counter[Change](), Counter[Change]()
+    run_level, batch_level = Counter[Outcome](), Counter[Outcome]()
     trials = 150
     for seed in range(trials):
         rng = np.random.default_rng([7, seed])
@@ -233,8 +233,8 @@ def test_on_a_drifting_machine_run_level_verdicts_hold_where_within_run_ones_do_
         summaries = [RunSummary.of(np.concatenate(r), 120.0) for r in runs]
         run_level[compare_runs(summaries[:5], summaries[5], P50_ONLY).verdict] += 1
         batch_level[_batch_welch_verdict(runs[4], runs[5])] += 1
-    false_run = run_level[Change.SLOWER] + run_level[Change.FASTER]
-    false_batch = batch_level[Change.SLOWER] + batch_level[Change.FASTER]
+    false_run = run_level[Outcome.SLOWER] + run_level[Outcome.FASTER]
+    false_batch = batch_level[Outcome.SLOWER] + batch_level[Outcome.FASTER]
     # Measured: run level 4 of 150 (2.7%); 20 s batches of one run 17 of 150 (11%).
     assert false_run <= 0.05 * trials
     assert false_batch >= 0.08 * trials

@@ -13,8 +13,9 @@ import pytest
 
 from export.integer_numerics import saturates, this_machine_isa
 from export.onnx_export import MODEL_FILE
-from perf.measure.numerics import FAILED, PASSED, UNVERIFIED, NumericsChecker, NumericsSubject
+from perf.measure.numerics import NumericsChecker, NumericsSubject
 from perf.measure.sessions import SessionSettings, session_runner
+from perf.stats.outcome import Outcome
 from tests import test_plugin
 from tests.export_fixtures import entry_dir
 from tests.test_plugin import Suite, output
@@ -66,7 +67,7 @@ def test_the_int8_recipe_passes_here_and_as_an_avx2_cpu(
     for isa in (None, "avx2"):
         checker = NumericsChecker(tmp_path / str(isa), fingerprint, emulate_isa=isa)
         verdict = checker.check(subject, "cpu", run_on_cpu)
-        assert verdict.status == PASSED, verdict.message()
+        assert verdict.outcome is Outcome.PASS, verdict.message()
         assert verdict.against == "its build's float reference"
 
 
@@ -80,12 +81,12 @@ def test_a_full_range_int8_model_is_refused_as_an_avx2_cpu(
     refused = avx2.check(subject, "cpu", run_on_cpu)
     native = here.check(subject, "cpu", run_on_cpu)
 
-    assert refused.status == FAILED
+    assert refused.outcome is Outcome.FAIL
     assert refused.isa == "avx2"
-    assert "numerics failed on cpu (avx2)" in refused.message()
+    assert "numerics fail on cpu (avx2)" in refused.message()
     assert "cosine 0.99" in refused.detail  # 0.993 measured on a real Zen 3 runner
     # On this machine, for real: refused where u8 x s8 saturates, passed where it is exact.
-    assert native.status == (FAILED if THIS_MACHINE_SATURATES else PASSED)
+    assert native.outcome is (Outcome.FAIL if THIS_MACHINE_SATURATES else Outcome.PASS)
 
 
 def test_verdicts_are_kept_per_model_machine_and_provider(
@@ -126,10 +127,10 @@ def test_a_user_integer_model_without_parent_is_judged_against_exact_integers(
     refused = as_avx2.check(subject, "cpu", run_on_cpu)
     exact = as_vnni.check(subject, "cpu", run_on_cpu)
 
-    assert refused.status == FAILED
+    assert refused.outcome is Outcome.FAIL
     assert refused.against == "its exact-integer arithmetic"
     assert "can saturate on AVX2" in refused.detail
-    assert exact.status == PASSED and "exact here" in exact.detail
+    assert exact.outcome is Outcome.PASS and "exact here" in exact.detail
 
 
 def test_a_float_user_model_without_parent_is_unverified(
@@ -138,7 +139,7 @@ def test_a_float_user_model_without_parent_is_unverified(
     fp32 = entry_dir(tiny_cache_dir, "tiny/fp32") / MODEL_FILE
     subject = NumericsSubject(fp32, identity="float", variant="file", inputs={"audio": _audio()})
     verdict = NumericsChecker(tmp_path, fingerprint).check(subject, "cpu", run_on_cpu)
-    assert verdict.status == UNVERIFIED and verdict.detail == "no integer ops"
+    assert verdict.outcome is Outcome.NOT_COMPARED and verdict.detail == "no integer ops"
 
 
 def _audio() -> object:
@@ -166,13 +167,13 @@ def test_the_plugin_refuses_a_model_that_is_wrong_on_this_cpu_and_says_so(
     text = output(result)
     assert result.ret == 1
     result.assert_outcomes(passed=1, failed=1)  # tiny/int8 passes as an AVX2 CPU too
-    assert "not benchmarked: numerics failed on cpu (avx2) against its parent model.onnx" in text
+    assert "not benchmarked: numerics fail on cpu (avx2) against its parent model.onnx" in text
     assert "refused: wrong numbers on this machine, not benchmarked" in text
     data = json.loads((report / "report.json").read_text())
     assert [row["id"] for row in data["refused"]] == [f"{full_range_int8}-cpu-3s"]
     (measured,) = data["results"]
     assert measured["case"]["variant"] == "tiny/int8"
-    assert measured["numerics"]["status"] == PASSED and measured["numerics"]["isa"] == "avx2"
+    assert measured["numerics"]["outcome"] == "pass" and measured["numerics"]["isa"] == "avx2"
 
 
 def test_a_parent_for_a_model_that_is_not_benchmarked_is_a_usage_error(

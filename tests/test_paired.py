@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from scipy.signal import lfilter
 from scipy.stats import bootstrap, mannwhitneyu
 
-from perf.stats.compare import Change
+from perf.stats.outcome import Outcome
 from perf.stats.paired import (
     PairedComparison,
     Round,
@@ -36,10 +36,10 @@ from perf.stats.paired import (
 
 TRIALS = 200
 MIRROR = {
-    Change.SLOWER: Change.FASTER,
-    Change.FASTER: Change.SLOWER,
-    Change.SAME: Change.SAME,
-    Change.UNDECIDED: Change.UNDECIDED,
+    Outcome.SLOWER: Outcome.FASTER,
+    Outcome.FASTER: Outcome.SLOWER,
+    Outcome.SAME: Outcome.SAME,
+    Outcome.UNDECIDED: Outcome.UNDECIDED,
 }
 PROPERTY_SETTINGS = settings(max_examples=60, deadline=None)
 
@@ -104,27 +104,27 @@ def _runs(
     )
 
 
-def _verdicts(runs: Sequence[Sequence[Round]]) -> Counter[Change]:
+def _verdicts(runs: Sequence[Sequence[Round]]) -> Counter[Outcome]:
     return Counter(compare_rounds(r).verdict for r in runs)
 
 
-def _false(verdicts: Counter[Change]) -> int:
-    return verdicts[Change.SLOWER] + verdicts[Change.FASTER]
+def _false(verdicts: Counter[Outcome]) -> int:
+    return verdicts[Outcome.SLOWER] + verdicts[Outcome.FASTER]
 
 
-def _rule(log_ratio: float, log_low: float, log_high: float, gate: float, effect: float) -> Change:
+def _rule(log_ratio: float, log_low: float, log_high: float, gate: float, effect: float) -> Outcome:
     """The decision rule with the point-estimate gate as a parameter (``gate=effect/2`` is the
     first proposal, ``gate=effect`` what perf.stats.paired does)."""
     if log_low > 0 and log_ratio >= math.log1p(gate):
-        return Change.SLOWER
+        return Outcome.SLOWER
     if log_high < 0 and log_ratio <= -math.log1p(gate):
-        return Change.FASTER
+        return Outcome.FASTER
     if -math.log1p(effect) <= log_low and log_high <= math.log1p(effect):
-        return Change.SAME
-    return Change.UNDECIDED
+        return Outcome.SAME
+    return Outcome.UNDECIDED
 
 
-def _rule_of(c: PairedComparison, gate: float) -> Change:
+def _rule_of(c: PairedComparison, gate: float) -> Outcome:
     return _rule(math.log(c.ratio), math.log(c.low), math.log(c.high), gate, c.min_effect)
 
 
@@ -149,10 +149,10 @@ def test_a_a_false_verdicts_stay_below_5_percent_when_looking_after_each_segment
         for segments in range(2, 11):
             c = compare_rounds(rounds[: segments * 8])
             for name, verdict in (("ours", c.verdict), ("half", _rule_of(c, 0.025))):
-                if name not in stopped and verdict is not Change.UNDECIDED:
+                if name not in stopped and verdict is not Outcome.UNDECIDED:
                     stopped[name] = verdict
-        ours[stopped.get("ours", Change.UNDECIDED)] += 1
-        first_proposal[stopped.get("half", Change.UNDECIDED)] += 1
+        ours[stopped.get("ours", Outcome.UNDECIDED)] += 1
+        first_proposal[stopped.get("half", Outcome.UNDECIDED)] += 1
     # Observed: ours 8 of 200 (4%); with the ratio gate at min_effect / 2, 24 of 200 (12%).
     assert _false(ours) <= 0.05 * TRIALS
     assert _false(first_proposal) >= 2 * max(1, _false(ours))
@@ -161,30 +161,30 @@ def test_a_a_false_verdicts_stay_below_5_percent_when_looking_after_each_segment
 def test_ten_percent_slower_is_slower_in_at_least_95_percent() -> None:
     verdicts = _verdicts(_runs(1.10, tag=2))
     # Observed: 199 of 200 slower, 1 undecided.
-    assert verdicts[Change.SLOWER] >= 0.95 * TRIALS
-    assert verdicts[Change.FASTER] == verdicts[Change.SAME] == 0
+    assert verdicts[Outcome.SLOWER] >= 0.95 * TRIALS
+    assert verdicts[Outcome.FASTER] == verdicts[Outcome.SAME] == 0
 
 
 def test_ten_percent_faster_is_faster_in_at_least_95_percent() -> None:
     verdicts = _verdicts(_runs(1 / 1.10, tag=3))
     # Observed: 196 of 200 faster, 4 undecided.
-    assert verdicts[Change.FASTER] >= 0.95 * TRIALS
-    assert verdicts[Change.SLOWER] == verdicts[Change.SAME] == 0
+    assert verdicts[Outcome.FASTER] >= 0.95 * TRIALS
+    assert verdicts[Outcome.SLOWER] == verdicts[Outcome.SAME] == 0
 
 
 def test_five_percent_slower_is_slower_or_undecided_and_never_faster() -> None:
     verdicts = _verdicts(_runs(1.05, tag=4))
     # Observed: 91 slower, 106 undecided, 3 same (a true 5% is on the line).
-    assert verdicts[Change.FASTER] == 0
-    assert verdicts[Change.SLOWER] + verdicts[Change.UNDECIDED] >= 0.90 * TRIALS
-    assert verdicts[Change.SLOWER] >= 0.25 * TRIALS
+    assert verdicts[Outcome.FASTER] == 0
+    assert verdicts[Outcome.SLOWER] + verdicts[Outcome.UNDECIDED] >= 0.90 * TRIALS
+    assert verdicts[Outcome.SLOWER] >= 0.25 * TRIALS
 
 
 def test_no_change_with_few_rounds_is_mostly_undecided() -> None:
     # 12 rounds in 3 segments: a t interval on 2 degrees of freedom is too wide to call.
     verdicts = _verdicts(_runs(1.0, segments=3, rounds_per_segment=4, tag=5))
     # Observed: 182 undecided, 17 same, 1 slower.
-    assert verdicts[Change.UNDECIDED] >= 0.80 * TRIALS
+    assert verdicts[Outcome.UNDECIDED] >= 0.80 * TRIALS
     assert _false(verdicts) <= 0.01 * TRIALS
 
 
@@ -304,13 +304,13 @@ def test_interval_contains_the_ratio_and_verdict_follows_the_rule(
     c = compare_rounds(rounds, confidence=confidence, min_effect=min_effect)
     assert c.low <= c.ratio <= c.high
     e = 1 + min_effect
-    if c.verdict is Change.SLOWER:
+    if c.verdict is Outcome.SLOWER:
         assert c.low > 1 and c.ratio >= e * (1 - 1e-12)
-    elif c.verdict is Change.FASTER:
+    elif c.verdict is Outcome.FASTER:
         assert c.high < 1 and c.ratio <= (1 + 1e-12) / e
-    elif c.verdict is Change.SAME:
+    elif c.verdict is Outcome.SAME:
         assert 1 / e * (1 - 1e-12) <= c.low and c.high <= e * (1 + 1e-12)
-    assert needs_more(c) == (c.verdict is Change.UNDECIDED)
+    assert needs_more(c) == (c.verdict is Outcome.UNDECIDED)
     wider = compare_rounds(
         rounds, confidence=min(0.9999, confidence + 0.0005), min_effect=min_effect
     )
@@ -331,13 +331,13 @@ def _constant_rounds(factor: float, segments: int = 3, per_segment: int = 3) -> 
 def test_equal_values_have_a_zero_width_interval_and_are_same() -> None:
     rounds = [Round(s, (5.0,) * 4, (5.0,) * 4) for s in range(3) for _ in range(3)]
     c = compare_rounds(rounds)
-    assert (c.ratio, c.low, c.high, c.verdict) == (1.0, 1.0, 1.0, Change.SAME)
+    assert (c.ratio, c.low, c.high, c.verdict) == (1.0, 1.0, 1.0, Outcome.SAME)
     assert not needs_more(c)
 
 
 def test_a_constant_twenty_percent_slowdown_is_slower() -> None:
     c = compare_rounds(_constant_rounds(1.2))
-    assert c.verdict is Change.SLOWER
+    assert c.verdict is Outcome.SLOWER
     assert c.ratio == pytest.approx(1.2) and c.low == pytest.approx(1.2)
     assert "slower" in c.reason and "x1.200" in c.reason
 
@@ -351,7 +351,7 @@ def test_significant_but_small_change_is_undecided_with_a_reason() -> None:
     ]
     c = compare_rounds(rounds)
     assert c.low > 1 and c.ratio < 1.05 and c.high > 1.05
-    assert c.verdict is Change.UNDECIDED and needs_more(c)
+    assert c.verdict is Outcome.UNDECIDED and needs_more(c)
     assert "excludes 1" in c.reason and "minimum effect" in c.reason
 
 
@@ -385,7 +385,7 @@ def test_segment_ids_group_rounds_in_any_order() -> None:
 
 def test_no_rounds_is_undecided_without_figures() -> None:
     c = compare_rounds([])
-    assert c.verdict is Change.UNDECIDED and needs_more(c)
+    assert c.verdict is Outcome.UNDECIDED and needs_more(c)
     assert (c.rounds, c.segments) == (0, 0)
     assert all(math.isnan(x) for x in (c.ratio, c.low, c.high))
     assert "No rounds" in c.reason
@@ -395,7 +395,7 @@ def test_no_rounds_is_undecided_without_figures() -> None:
 
 def test_one_segment_is_undecided_however_many_rounds() -> None:
     c = compare_rounds(_constant_rounds(1.5, segments=1, per_segment=30))
-    assert c.verdict is Change.UNDECIDED and needs_more(c)
+    assert c.verdict is Outcome.UNDECIDED and needs_more(c)
     assert c.ratio == pytest.approx(1.5) and math.isnan(c.low) and math.isnan(c.high)
     assert "1 segment " in c.reason and "recreated" in c.reason
     assert c.format().endswith("[n/a] undecided (B/A P50, 30 rounds in 1 segment)")
@@ -403,7 +403,7 @@ def test_one_segment_is_undecided_however_many_rounds() -> None:
 
 def test_too_few_rounds_is_undecided() -> None:
     c = compare_rounds(_constant_rounds(1.5, segments=5, per_segment=1))
-    assert c.verdict is Change.UNDECIDED
+    assert c.verdict is Outcome.UNDECIDED
     assert "5 rounds (need at least 6)" in c.reason
     assert compare_rounds(_constant_rounds(1.5, segments=6, per_segment=1)).verdict == "slower"
 
@@ -487,7 +487,7 @@ def test_tail_only_slowdown_shows_in_p99_not_in_the_p50_verdict() -> None:
     ratio, low, high = tails["p99"]
     assert 1.0 < low <= ratio <= high and ratio > 1.3
     assert tails["p50"][0] == pytest.approx(1.0, abs=0.03)
-    assert compare_rounds(rounds).verdict is not Change.SLOWER
+    assert compare_rounds(rounds).verdict is not Outcome.SLOWER
 
 
 def test_tail_ratios_keys_determinism_and_edge_cases() -> None:

@@ -11,11 +11,11 @@ import json
 import os
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
 
 import numpy as np
 import pytest
 
+from perf.baselines.regression import BaselineCheck
 from perf.budgets.rules import Budget
 from perf.budgets.verdicts import final_decision
 from perf.measure.cases import PerfCase
@@ -29,12 +29,12 @@ from perf.reports.report import (
     ReportContent,
     atomic_write_text,
     markdown_summary,
-    report_data,
     skipped_from_report,
     write_report,
 )
 from perf.reports.summary import HEADERS
-from perf.stats.compare import Segment
+from perf.stats.compare import RunSummary, Segment, compare_runs
+from perf.stats.outcome import Outcome
 from perf.stats.percentiles import LatencySummary
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -93,19 +93,15 @@ def make_result(
     )
 
 
-class FakeComparison:
-    """Duck-typed like perf.stats.compare.Comparison: format(), to_dict(), verdict, regressed."""
+def _check(ratio: float) -> BaselineCheck:
+    """A real comparison of a run ``ratio`` x as slow as four steady stored runs."""
+    stored = [RunSummary({0.5: x, 0.95: x * 1.1, 0.99: x * 1.2}, 400, 20.0) for x in STORED_P50]
+    current = RunSummary({0.5: 10 * ratio, 0.95: 11 * ratio, 0.99: 12 * ratio}, 400, 20.0)
+    comparison = compare_runs(stored, current)
+    return BaselineCheck(comparison.verdict, f"vs baseline: {comparison.verdict}", comparison)
 
-    def __init__(self, verdict: str, ratio: float) -> None:
-        self.verdict = verdict
-        self.regressed = verdict == "slower"
-        self.ratio = ratio
 
-    def format(self) -> str:
-        return f"{self.verdict}: n=400 -> 400\n  P99 10.0 -> {10 * self.ratio:.1f} (x{self.ratio})"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"verdict": self.verdict, "ratio": self.ratio}
+STORED_P50 = (10.0, 10.1, 9.9, 10.05)
 
 
 @pytest.fixture(scope="module")
@@ -119,8 +115,9 @@ def results() -> list[LatencyResult]:
 
 
 COMPARISONS = [
-    ("cnn/int8-cpu-3s", FakeComparison("same", 1.01)),
-    ("w2v2-base/fp32-cpu-3s", FakeComparison("slower", 1.3)),
+    ("cnn/int8-cpu-3s", _check(1.0)),
+    ("w2v2-base/fp32-cpu-3s", _check(1.3)),
+    ("w2v2-base/int8-cpu-3s", BaselineCheck(Outcome.NOT_COMPARED, "no baseline: not compared")),
 ]
 
 
@@ -173,10 +170,11 @@ def test_markdown_has_run_info_skips_and_comparisons(written: tuple[Path, list[P
     assert (
         "| w2v2-base/fp32-cuda-3s | CUDAExecutionProvider not in this onnxruntime build |" in text
     )
-    assert "## Comparison with the baseline" in text
-    assert "| w2v2-base/fp32-cpu-3s | **slower** | slower: n=400 -> 400<br>  P99 10.0" in text
-    assert "| cnn/int8-cpu-3s | same |" in text
-    assert "1 of 2 compared slower than the baseline" in text
+    assert "## Against the stored baseline" in text
+    assert "| w2v2-base/fp32-cpu-3s | **slower** | P50 10.01 -> 13.00 (x1.30 [" in text
+    assert "| cnn/int8-cpu-3s | same | P50 10.01 -> 10.00" in text
+    assert "| w2v2-base/int8-cpu-3s | **not compared** | no baseline: not compared |" in text
+    assert "against the baseline: 1 not compared, 1 same, 1 slower" in text
 
 
 def test_markdown_links_plots_that_exist(written: tuple[Path, list[Path]]) -> None:
@@ -198,7 +196,7 @@ def test_job_summary_has_no_image_links(written: tuple[Path, list[Path]]) -> Non
 def test_json_report_is_versioned_and_has_no_samples(written: tuple[Path, list[Path]]) -> None:
     text = (written[0] / "report.json").read_text()
     data = json.loads(text)
-    assert data["format_version"] == FORMAT_VERSION == 2
+    assert data["format_version"] == FORMAT_VERSION == 3
     assert data["refused"] == data["against"] == []  # added in format 2
     assert data["run_info"] == RUN_INFO
     assert [r["case"]["id"] for r in data["results"]] == [
@@ -211,11 +209,13 @@ def test_json_report_is_versioned_and_has_no_samples(written: tuple[Path, list[P
     assert data["results"][0]["latency_ms"]["percentiles"]["p99"]["high"] is not None
     assert data["results"][0]["sampling"]["n"] == 400
     assert data["skipped"] == [{"id": SKIPPED[0][0], "reason": SKIPPED[0][1]}]
-    assert data["comparisons"][1] == {
-        "id": "w2v2-base/fp32-cpu-3s",
-        "verdict": "slower",
-        "ratio": 1.3,
-    }
+    assert [(c["id"], c["outcome"]) for c in data["comparisons"]] == [
+        ("cnn/int8-cpu-3s", "same"),
+        ("w2v2-base/fp32-cpu-3s", "slower"),
+        ("w2v2-base/int8-cpu-3s", "not compared"),
+    ]
+    assert data["comparisons"][1]["comparison"]["changes"][0]["ratio"] == pytest.approx(1.3, 0.01)
+    assert data["comparisons"][2]["comparison"] is None
     assert "samples_ms" not in text and "segments" not in text
 
 
@@ -306,15 +306,6 @@ def test_cells_escape_pipes_and_newlines(results: list[LatencyResult]) -> None:
         ReportContent(results[:1], skipped=[("a|b", "line one\nline | two")]), plots=[]
     )
     assert "| a\\|b | line one<br>line \\| two |" in text
-
-
-def test_comparison_without_changes_or_verdict_uses_format() -> None:
-    plain = SimpleNamespace(format=lambda: "x1.02 [0.99, 1.05]\nsame")
-    text = markdown_summary(ReportContent([], [("m-cpu-3s", plain)]), plots=[])
-    assert "| m-cpu-3s | - | x1.02 [0.99, 1.05]<br>same |" in text
-    assert report_data(ReportContent([], [("m-cpu-3s", plain)]))["comparisons"] == [
-        {"id": "m-cpu-3s", "text": "x1.02 [0.99, 1.05]\nsame"}
-    ]
 
 
 def test_default_run_info_names_machine_onnxruntime_and_date(

@@ -13,14 +13,14 @@ from hypothesis.extra.numpy import arrays
 
 from perf.budgets.verdicts import (
     BudgetDecision,
-    Verdict,
     final_decision,
     judge_budget,
     should_sample_more,
 )
+from perf.stats.outcome import Outcome
 from perf.stats.percentiles import percentile_estimate, upper_bound
 
-ORDER = {Verdict.FAIL: 0, Verdict.UNDECIDED: 1, Verdict.PASS: 2}
+ORDER = {Outcome.FAIL: 0, Outcome.UNDECIDED: 1, Outcome.PASS: 2}
 
 
 def _lognormal(n: int, seed: int, median_ms: float = 10.0) -> np.ndarray:
@@ -29,7 +29,7 @@ def _lognormal(n: int, seed: int, median_ms: float = 10.0) -> np.ndarray:
 
 def test_clearly_below_budget_passes() -> None:
     decision = judge_budget(_lognormal(1000, seed=1), 0.99, budget_ms=100.0)
-    assert decision.verdict is Verdict.PASS
+    assert decision.verdict is Outcome.PASS
     assert "is below the 100 ms budget with 95% confidence (n=1000" in decision.reason
     assert not decision.decided_by_point_estimate
     assert not should_sample_more(decision)
@@ -37,7 +37,7 @@ def test_clearly_below_budget_passes() -> None:
 
 def test_clearly_above_budget_fails() -> None:
     decision = judge_budget(_lognormal(1000, seed=2), 0.99, budget_ms=5.0)
-    assert decision.verdict is Verdict.FAIL
+    assert decision.verdict is Outcome.FAIL
     assert "is above the 5 ms budget with 95% confidence (n=1000" in decision.reason
     assert not should_sample_more(decision)
 
@@ -56,7 +56,7 @@ def test_budget_at_point_estimate_is_undecided() -> None:
     samples = _lognormal(1000, seed=3)
     budget = percentile_estimate(samples, 0.99).value
     decision = judge_budget(samples, 0.99, budget_ms=budget)
-    assert decision.verdict is Verdict.UNDECIDED
+    assert decision.verdict is Outcome.UNDECIDED
     assert "too close" in decision.reason
     assert should_sample_more(decision)
 
@@ -64,36 +64,36 @@ def test_budget_at_point_estimate_is_undecided() -> None:
 def test_too_few_samples_for_upper_bound_is_undecided() -> None:
     fast = np.full(298, 1.0)  # far below budget, yet P99 cannot be bounded from 298 samples
     decision = judge_budget(fast, 0.99, budget_ms=100.0)
-    assert decision.verdict is Verdict.UNDECIDED
+    assert decision.verdict is Outcome.UNDECIDED
     assert "too few for an upper bound (need n >= 299)" in decision.reason
-    assert judge_budget(np.full(299, 1.0), 0.99, budget_ms=100.0).verdict is Verdict.PASS
+    assert judge_budget(np.full(299, 1.0), 0.99, budget_ms=100.0).verdict is Outcome.PASS
 
 
 def test_too_few_samples_for_lower_bound_is_undecided() -> None:
     slow = np.full(4, 1000.0)
     decision = judge_budget(slow, 0.5, budget_ms=1.0)
-    assert decision.verdict is Verdict.UNDECIDED
+    assert decision.verdict is Outcome.UNDECIDED
     assert "too few for a lower bound (need n >= 5)" in decision.reason
-    assert judge_budget(np.full(5, 1000.0), 0.5, budget_ms=1.0).verdict is Verdict.FAIL
+    assert judge_budget(np.full(5, 1000.0), 0.5, budget_ms=1.0).verdict is Outcome.FAIL
 
 
 def test_budget_equal_to_upper_bound_passes() -> None:
     samples = _lognormal(400, seed=4)
     bound = upper_bound(samples, 0.99)
     assert bound is not None
-    assert judge_budget(samples, 0.99, budget_ms=bound).verdict is Verdict.PASS
+    assert judge_budget(samples, 0.99, budget_ms=bound).verdict is Outcome.PASS
 
 
 @pytest.mark.parametrize(
-    ("budget_factor", "expected"), [(0.999, Verdict.FAIL), (1.0, Verdict.PASS)]
+    ("budget_factor", "expected"), [(0.999, Outcome.FAIL), (1.0, Outcome.PASS)]
 )
 def test_final_decision_falls_back_to_point_estimate(
-    budget_factor: float, expected: Verdict
+    budget_factor: float, expected: Outcome
 ) -> None:
     samples = _lognormal(1000, seed=3)
     budget = percentile_estimate(samples, 0.99).value * budget_factor
     undecided = judge_budget(samples, 0.99, budget_ms=budget)
-    assert undecided.verdict is Verdict.UNDECIDED
+    assert undecided.verdict is Outcome.UNDECIDED
     final = final_decision(undecided)
     assert final.verdict is expected
     assert final.decided_by_point_estimate
@@ -105,13 +105,13 @@ def test_final_decision_falls_back_to_point_estimate(
 @pytest.mark.parametrize("budget", [5.0, 100.0])
 def test_final_decision_returns_decided_input_unchanged(budget: float) -> None:
     decided = judge_budget(_lognormal(1000, seed=1), 0.99, budget_ms=budget)
-    assert decided.verdict is not Verdict.UNDECIDED
+    assert decided.verdict is not Outcome.UNDECIDED
     assert final_decision(decided) is decided
 
 
 def test_verdict_is_a_string_enum_and_decision_serialises() -> None:
-    assert str(Verdict.PASS) == "pass" and f"{Verdict.FAIL}" == "fail"
-    assert Verdict("undecided") is Verdict.UNDECIDED
+    assert str(Outcome.PASS) == "pass" and f"{Outcome.FAIL}" == "fail"
+    assert Outcome("undecided") is Outcome.UNDECIDED
     decision = judge_budget(np.arange(1.0, 51.0), 0.99, budget_ms=100.0)
     d = json.loads(json.dumps(decision.to_dict(), allow_nan=False))
     assert d["verdict"] == "undecided"
@@ -128,8 +128,8 @@ def test_error_rates_at_the_boundary_stay_within_confidence() -> None:
         judge_budget(rng.exponential(20.0, size=n), q, budget).verdict for _ in range(trials)
     ]
     tolerance = 4 * math.sqrt(0.05 * 0.95 / trials)
-    assert verdicts.count(Verdict.PASS) / trials < 0.05 + tolerance
-    assert verdicts.count(Verdict.FAIL) / trials < 0.05 + tolerance
+    assert verdicts.count(Outcome.PASS) / trials < 0.05 + tolerance
+    assert verdicts.count(Outcome.FAIL) / trials < 0.05 + tolerance
 
 
 @settings(max_examples=60, deadline=None)

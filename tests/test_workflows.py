@@ -149,4 +149,17 @@ def test_no_expressions_inside_run_scripts(workflow: dict[str, Any]) -> None:
 def test_results_are_uploaded_even_when_the_benchmarks_fail(workflow: dict[str, Any]) -> None:
     (upload,) = [s for s in _steps(workflow) if "upload-artifact@" in s.get("uses", "")]
     assert upload["if"] == "${{ !cancelled() }}"
-    assert upload["with"]["path"].split() == ["perf.json", "perf-report/"]
+    assert upload["with"]["path"].split() == ["perf.json", "perf-report/", "perf-report-ab/"]
+
+
+def test_every_comparing_step_chooses_what_undecided_does(workflow: dict[str, Any]) -> None:
+    """A gate that cannot tell must be a deliberate choice in CI, not a default nobody read."""
+    comparing = [
+        s
+        for s in _steps(workflow)
+        if "--perf-against" in s.get("run", "") or "--benchmark-compare" in s.get("run", "")
+    ]
+    assert comparing
+    for step in comparing:
+        assert "--perf-undecided" in step["run"], step["name"]
+        assert "--perf-report" in step["run"], step["name"]  # its outcomes reach the summary

@@ -40,6 +40,17 @@ class BaselineGate:
         self.checks[result.case.id] = verdict
         return verdict
 
-    def save(self, results: Sequence[LatencyResult]) -> Path:
-        entries = {r.case.id: baseline_entry(r) for r in results}
-        return save_baselines(self.directory, *self.fingerprint, entries)
+    def save(self, results: Sequence[LatencyResult]) -> tuple[Path | None, list[str]]:
+        """Store the quiet runs; returns the file (None if nothing was stored) and a line for
+        each contended run left out: a baseline run taken under load would widen every later
+        comparison's spread, or shift it."""
+        quiet = [r for r in results if not r.samples.contention.contaminated()]
+        left_out = [
+            f"{r.case.id}: not stored: {r.samples.contention.warning()}"
+            for r in results
+            if r not in quiet
+        ]
+        if not quiet:
+            return None, left_out
+        entries = {r.case.id: baseline_entry(r) for r in quiet}
+        return save_baselines(self.directory, *self.fingerprint, entries), left_out

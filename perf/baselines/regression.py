@@ -11,30 +11,25 @@ from perf.baselines.store import BaselineEntry, BaselineFile, check_compatible, 
 from perf.measure.cases import PerfCase
 from perf.measure.sampling import Samples
 from perf.measurement import LatencyResult
-from perf.stats.compare import Change, Comparison, RunSummary, compare_runs
-
-NO_BASELINE = "no baseline"
-REFUSED = "refused"
-COMPARED = "compared"
+from perf.stats.compare import Comparison, RunSummary, compare_runs
+from perf.stats.outcome import Outcome
 
 
 @dataclasses.dataclass(frozen=True)
 class BaselineCheck:
-    status: str  # NO_BASELINE | REFUSED | COMPARED
+    """``outcome``: not compared (no baseline), refused, or the comparison's verdict."""
+
+    outcome: Outcome
     message: str
     comparison: Comparison | None = None
 
     @property
     def regressed(self) -> bool:
-        return self.comparison is not None and self.comparison.verdict is Change.SLOWER
-
-    @property
-    def undecided(self) -> bool:
-        return self.comparison is not None and self.comparison.verdict is Change.UNDECIDED
+        return self.outcome is Outcome.SLOWER
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "status": self.status,
+            "outcome": self.outcome.value,
             "message": self.message,
             "comparison": None if self.comparison is None else self.comparison.to_dict(),
         }
@@ -77,7 +72,7 @@ class StoredRuns:
         now_s = samples.sampling_seconds
         if abs(now_s - stored_s) > RUN_LENGTH_TOLERANCE * stored_s:
             return BaselineCheck(
-                REFUSED,
+                Outcome.REFUSED,
                 f"comparison with {where} refused: {self.bench}'s stored runs sampled "
                 f"{stored_s:.0f} s each, this run {now_s:.0f} s; runs of other lengths vary "
                 "by other amounts: use the --perf-max-time the baseline was recorded with",
@@ -87,10 +82,17 @@ class StoredRuns:
         notes = list(self.notes)
         if model_changed_since:
             notes.insert(0, "the model changed since the baseline")
+        outcome = comparison.verdict
+        contention = samples.contention.warning()
+        if contention and outcome is not Outcome.SAME:
+            # Another process's load is not the model's: a 2-core VM with one busy neighbour
+            # measured 3x slower. Such a run cannot convict (or clear) anything.
+            outcome = Outcome.UNDECIDED
+            notes.append(f"not judged: {contention}; run again on a quiet machine")
         suffix = f" ({'; '.join(notes)})" if notes else ""
         return BaselineCheck(
-            COMPARED,
-            f"{self.bench} vs baseline: {comparison.verdict}{suffix}\n{comparison.format()}",
+            outcome,
+            f"{self.bench} vs baseline: {outcome}{suffix}\n{comparison.format()}",
             comparison,
         )
 
@@ -108,7 +110,7 @@ def stored_runs(
     bench = case.id
     if baseline is None or bench not in baseline.benchmarks:
         return BaselineCheck(
-            NO_BASELINE,
+            Outcome.NOT_COMPARED,
             f"no baseline for {bench} on this machine in {where}: not compared "
             "(budgets still apply; record one with --perf-save-baseline)",
         )
@@ -116,7 +118,7 @@ def stored_runs(
     differences = check_compatible(baseline, bench, current, machine, software)
     if differences and not force:
         return BaselineCheck(
-            REFUSED,
+            Outcome.REFUSED,
             f"comparison with {baseline.path} refused, the runs differ in: "
             + "; ".join(differences)
             + " (--perf-force-compare compares anyway)",
@@ -124,7 +126,7 @@ def stored_runs(
     entry = baseline.entry(bench)
     if not entry.runs:
         return BaselineCheck(
-            REFUSED,
+            Outcome.REFUSED,
             f"{baseline.path}: the baseline of {bench} was recorded by an older suite (format 1:"
             " one probe-normalised run, no run history), which cannot be compared honestly; "
             "record it again with --perf-save-baseline, three times or more",

@@ -5,11 +5,11 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any
 
 from numpy.typing import ArrayLike
 
+from perf.stats.outcome import Outcome
 from perf.stats.percentiles import (
     PercentileEstimate,
     lower_bound,
@@ -20,19 +20,11 @@ from perf.stats.percentiles import (
 )
 
 
-class Verdict(StrEnum):
-    """Outcome of comparing a latency quantile with its budget."""
-
-    PASS = "pass"
-    FAIL = "fail"
-    UNDECIDED = "undecided"
-
-
 @dataclass(frozen=True)
 class BudgetDecision:
     """A verdict, the estimate behind it and a human-readable reason."""
 
-    verdict: Verdict
+    verdict: Outcome
     estimate: PercentileEstimate
     budget_ms: float
     reason: str
@@ -67,18 +59,18 @@ def judge_budget(
     tail = f"the {budget_ms:g} ms budget with {_pct(confidence)} confidence (n={estimate.n}"
     if upper is not None and upper <= budget_ms:
         reason = f"{head} below {tail}, one-sided upper bound {upper:.1f} ms)"
-        return BudgetDecision(Verdict.PASS, estimate, budget_ms, reason)
+        return BudgetDecision(Outcome.PASS, estimate, budget_ms, reason)
     if lower is not None and lower > budget_ms:
         reason = f"{head} above {tail}, one-sided lower bound {lower:.1f} ms)"
-        return BudgetDecision(Verdict.FAIL, estimate, budget_ms, reason)
+        return BudgetDecision(Outcome.FAIL, estimate, budget_ms, reason)
     return BudgetDecision(
-        Verdict.UNDECIDED, estimate, budget_ms, _undecided_reason(estimate, budget_ms, upper, lower)
+        Outcome.UNDECIDED, estimate, budget_ms, _undecided_reason(estimate, budget_ms, upper, lower)
     )
 
 
 def final_decision(decision: BudgetDecision) -> BudgetDecision:
     """Force a verdict at the sampling cap from the point estimate; decided inputs pass through."""
-    if decision.verdict is not Verdict.UNDECIDED:
+    if decision.verdict is not Outcome.UNDECIDED:
         return decision
     estimate = decision.estimate
     above = estimate.value > decision.budget_ms
@@ -89,7 +81,7 @@ def final_decision(decision: BudgetDecision) -> BudgetDecision:
     )
     return dataclasses.replace(
         decision,
-        verdict=Verdict.FAIL if above else Verdict.PASS,
+        verdict=Outcome.FAIL if above else Outcome.PASS,
         reason=reason,
         decided_by_point_estimate=True,
     )
@@ -97,7 +89,7 @@ def final_decision(decision: BudgetDecision) -> BudgetDecision:
 
 def should_sample_more(decision: BudgetDecision) -> bool:
     """True while the verdict is UNDECIDED."""
-    return decision.verdict is Verdict.UNDECIDED
+    return decision.verdict is Outcome.UNDECIDED
 
 
 def _undecided_reason(

@@ -29,9 +29,9 @@ from export.parity import compare_outputs, describe_result
 from perf.measure.cases import PerfCase, case_inputs
 from perf.measure.models import Models, ResolvedModel
 from perf.measure.sessions import SessionSettings, session_runner
+from perf.stats.outcome import Outcome
 
-PASSED, FAILED, UNVERIFIED = "passed", "failed", "unverified"
-CHECK_FORMAT = 1
+CHECK_FORMAT = 2  # 2: outcome (pass, fail, not compared) in place of status strings
 
 Runner = Callable[[Path, Mapping[str, np.ndarray]], np.ndarray]
 
@@ -46,7 +46,7 @@ class NumericsRefused(Exception):
 
 @dataclasses.dataclass(frozen=True)
 class NumericsVerdict:
-    status: str  # passed | failed | unverified
+    outcome: Outcome  # pass, fail, or not compared (nothing to compare with)
     isa: str  # this CPU's integer-arithmetic class, or the emulated one
     provider: str
     against: str  # what the output was compared with
@@ -55,10 +55,10 @@ class NumericsVerdict:
 
     def message(self) -> str:
         where = f"{self.provider} ({self.isa})"
-        return f"numerics {self.status} on {where} against {self.against}: {self.detail}"
+        return f"numerics {self.outcome} on {where} against {self.against}: {self.detail}"
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return {**dataclasses.asdict(self), "outcome": self.outcome.value}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,8 +76,8 @@ class NumericsSubject:
 def _verdict(
     result: Any, isa: str, provider: str, against: str, prefix: str = ""
 ) -> NumericsVerdict:
-    status = PASSED if result.passed else FAILED
-    return NumericsVerdict(status, isa, provider, against, prefix + describe_result(result))
+    outcome = Outcome.PASS if result.passed else Outcome.FAIL
+    return NumericsVerdict(outcome, isa, provider, against, prefix + describe_result(result))
 
 
 class NumericsChecker:
@@ -124,7 +124,7 @@ class NumericsChecker:
             inputs = case_inputs(model.path, small, dims, fixed)
         subject = numerics_subject(model, inputs)
         verdict = self.check(subject, case.provider, session_runner(settings))
-        if verdict.status == FAILED:
+        if verdict.outcome is Outcome.FAIL:
             raise NumericsRefused(verdict)
         return verdict
 
@@ -171,10 +171,12 @@ class _Check:
         bound = saturation_bound(subject.path)
         against = "nothing (no --perf-model-parent)"
         if not bound.has_integer_ops:
-            return NumericsVerdict(UNVERIFIED, self.isa, self.provider, against, "no integer ops")
+            return NumericsVerdict(
+                Outcome.NOT_COMPARED, self.isa, self.provider, against, "no integer ops"
+            )
         if bound.exact_everywhere or saturates(self.isa) is False:
             detail = f"integer products exact here; {bound.describe()}"
-            return NumericsVerdict(PASSED, self.isa, self.provider, against, detail)
+            return NumericsVerdict(Outcome.PASS, self.isa, self.provider, against, detail)
         assert subject.inputs is not None
         exact_output = emulate(subject.path, subject.inputs, "avx512-vnni")[0]
         output = self.run_here(subject.path, subject.inputs)
@@ -199,6 +201,7 @@ def _hash_file(path: Path, size: int, mtime_ns: int) -> str:
 def _read_verdict(path: Path) -> NumericsVerdict | None:
     try:
         data = json.loads(path.read_text())
+        data["outcome"] = Outcome(data["outcome"])
         return dataclasses.replace(NumericsVerdict(**data), cached=True)
     except (OSError, ValueError, TypeError):  # absent, or unreadable: check again
         return None

@@ -13,19 +13,24 @@ import dataclasses
 import datetime as dt
 import json
 import re
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from perf.baselines.regression import BaselineCheck
 from perf.measurement import LatencyResult
 from perf.reports.files import atomic_write_bytes
 from perf.reports.summary import HEADERS, row
+from perf.stats.outcome import Outcome
 
 # report.json format history: 1, first version. 2, adds "refused" (models that computed wrong
 # numbers where they were to be benchmarked), "against" (--perf-against outcomes) and each
-# result's "numerics".
-FORMAT_VERSION = 2
+# result's "numerics". 3, one outcome vocabulary (perf/stats/outcome.py): "comparisons" holds
+# every baseline check ({"id", "outcome", "message", "comparison"}), not only compared ones;
+# "against" rows carry "outcome" in place of "status" and "verdict"; numerics "outcome".
+FORMAT_VERSION = 3
 SUMMARY_LIMIT_BYTES = 900 * 1024  # GitHub rejects a job summary over 1 MiB
 MAX_DISTRIBUTION_PLOTS = 24
 REPORT_MD, SUMMARY_MD, REPORT_JSON, OVERVIEW_PNG = (
@@ -39,7 +44,7 @@ BULKY_KEYS = ("samples_ms", "segments")
 _NOTE_RESERVE = 300  # bytes kept for each table's "rows left out" note
 _UNSAFE_FILE_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
 
-Comparisons = Sequence[tuple[str, object]]
+Comparisons = Sequence[tuple[str, BaselineCheck]]
 Skipped = Sequence[tuple[str, str]]
 
 
@@ -48,7 +53,7 @@ class ReportContent:
     """Everything one report shows: results, their comparisons, what was skipped or refused."""
 
     results: Sequence[LatencyResult] = ()
-    comparisons: Comparisons = ()
+    comparisons: Comparisons = ()  # every --benchmark-compare check, by benchmark id
     run_info: Mapping[str, Any] | None = None
     skipped: Skipped = ()
     refused: Skipped = ()  # (id, why): models that computed wrong numbers here
@@ -112,9 +117,7 @@ def report_data(content: ReportContent) -> dict[str, Any]:
         "skipped": [{"id": case_id, "reason": reason} for case_id, reason in content.skipped],
         "refused": [{"id": case_id, "reason": reason} for case_id, reason in content.refused],
         "against": [dict(outcome) for outcome in content.against],
-        "comparisons": [
-            {"id": case_id, **_comparison_dict(c)} for case_id, c in content.comparisons
-        ],
+        "comparisons": [{"id": case_id, **c.to_dict()} for case_id, c in content.comparisons],
     }
 
 
@@ -223,10 +226,10 @@ def _latency_table(results: Sequence[LatencyResult]) -> _Table:
 
 def _comparison_table(comparisons: Comparisons) -> _Table:
     return _Table(
-        title="Comparison with the baseline",
+        title="Against the stored baseline",
         headers=("configuration", "change", "baseline -> current (ms), ratio [95% CI]"),
-        rows=[(case_id, _change(c), _change_details(c)) for case_id, c in comparisons],
-        important=[_regressed(c) for _, c in comparisons],
+        rows=[(case_id, _outcome(c), _check_details(c)) for case_id, c in comparisons],
+        important=[c.outcome is not Outcome.SAME for _, c in comparisons],
     )
 
 
@@ -255,8 +258,8 @@ def _against_table(against: Sequence[Mapping[str, Any]]) -> _Table:
     return _Table(
         title=f"A/B against {ref} (working tree / REF, P50)",
         headers=("configuration", "verdict", "change"),
-        rows=[(o["id"], o["verdict"], change(o)) for o in against],
-        important=[o["verdict"] == "slower" for o in against],
+        rows=[(o["id"], o["outcome"], change(o)) for o in against],
+        important=[o["outcome"] not in ("same", "unchanged") for o in against],
     )
 
 
@@ -288,9 +291,10 @@ def _counts(results: Sequence[LatencyResult], comparisons: Comparisons, skipped:
     parts = [f"{n} {verdict}" for verdict, n in sorted(verdicts.items())]
     text = f"**{len(results)} benchmarks**" + (f": {', '.join(parts)}" if parts else "")
     text += f"; {len(skipped)} skipped"
-    regressions = sum(_regressed(c) for _, c in comparisons)
     if comparisons:
-        text += f"; {regressions} of {len(comparisons)} compared slower than the baseline"
+        outcomes = Counter(str(c.outcome) for _, c in comparisons)
+        counted = ", ".join(f"{n} {outcome}" for outcome, n in sorted(outcomes.items()))
+        text += f"; against the baseline: {counted}"
     return text + "."
 
 
@@ -321,34 +325,14 @@ def _write_plots(
     return written
 
 
-def _change(comparison: object) -> str:
-    verdict = getattr(comparison, "verdict", None)
-    text = "-" if verdict is None else str(getattr(verdict, "value", verdict))
-    return f"**{text}**" if _regressed(comparison) else text
+def _outcome(check: BaselineCheck) -> str:
+    return f"**{check.outcome}**" if check.outcome is not Outcome.SAME else str(check.outcome)
 
 
-def _change_details(comparison: object) -> str:
-    changes = getattr(comparison, "changes", None)
-    if changes and all(hasattr(c, "format") for c in changes):
-        return "<br>".join(c.format() for c in changes)
-    if hasattr(comparison, "format"):
-        return "<br>".join(str(comparison.format()).strip().splitlines())
-    return str(comparison)
-
-
-def _regressed(comparison: object) -> bool:
-    regressed = getattr(comparison, "regressed", None)
-    if regressed is not None:
-        return bool(regressed)
-    verdict = getattr(comparison, "verdict", None)
-    return str(getattr(verdict, "value", verdict)) == "slower"
-
-
-def _comparison_dict(comparison: object) -> dict[str, Any]:
-    to_dict = getattr(comparison, "to_dict", None)
-    if callable(to_dict):
-        return dict(to_dict())
-    return {"text": str(getattr(comparison, "format", lambda: comparison)())}
+def _check_details(check: BaselineCheck) -> str:
+    if check.comparison is None:
+        return check.message
+    return "<br>".join(c.format() for c in check.comparison.changes)
 
 
 def _without_samples(data: dict[str, Any]) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from perf.stats.outcome import Outcome
 from perf.stats.paired import PairedComparison, Round, compare_rounds, needs_more, tail_ratios
 
 Call = Callable[[], Any]
@@ -125,33 +126,27 @@ def interleave(
     )
 
 
-UNCHANGED, COMPARED, NOT_COMPARED = "unchanged", "compared", "not compared"
-
-
 @dataclasses.dataclass(frozen=True)
 class ABOutcome:
     """One benchmark's answer to "is the working tree slower than REF?"."""
 
     case_id: str
     ref: str
-    status: str  # unchanged | compared | not compared
+    outcome: Outcome  # unchanged, not compared, or the measured comparison's verdict
     reason: str
     measured: Interleaved | None = None
     settings: Mapping[str, Any] | None = None
 
     @property
-    def verdict(self) -> str:
-        if self.measured is None:
-            return "unchanged (same artifact)" if self.status == UNCHANGED else self.status
-        return self.measured.comparison.verdict
-
-    @property
     def regressed(self) -> bool:
-        return self.measured is not None and self.measured.comparison.verdict == "slower"
+        return self.outcome is Outcome.SLOWER
 
     def line(self) -> str:
         if self.measured is None:
-            return f"{self.case_id}: {self.verdict} vs {self.ref}: {self.reason}"
+            label = (
+                "unchanged (same artifact)" if self.outcome is Outcome.UNCHANGED else self.outcome
+            )
+            return f"{self.case_id}: {label} vs {self.ref}: {self.reason}"
         return (
             f"{self.case_id}: {self.measured.comparison.format()}; B = working tree, A = {self.ref}"
         )
@@ -160,8 +155,7 @@ class ABOutcome:
         data: dict[str, Any] = {
             "id": self.case_id,
             "against": self.ref,
-            "status": self.status,
-            "verdict": self.verdict,
+            "outcome": self.outcome.value,
             "reason": self.reason,
             "settings": dict(self.settings or {}),
         }

@@ -18,15 +18,8 @@ from perf.baselines.git_ref import GitRefError, RefModels, RefTree
 from perf.measure.cases import PerfCase, case_inputs
 from perf.measure.models import ResolvedModel
 from perf.measure.sessions import SessionSettings, open_session
-from perf.scenarios.ab import (
-    COMPARED,
-    NOT_COMPARED,
-    UNCHANGED,
-    ABOutcome,
-    ABPolicy,
-    Call,
-    interleave,
-)
+from perf.scenarios.ab import ABOutcome, ABPolicy, Call, interleave
+from perf.stats.outcome import Outcome
 
 ResolveHead = Callable[[PerfCase, SessionSettings], ResolvedModel]
 InputsFor = Callable[[Path, PerfCase], Mapping[str, np.ndarray]]
@@ -92,25 +85,29 @@ class AgainstGate:
         self.outcomes.append(outcome)
         return outcome
 
-    def _outcome(self, case: PerfCase, status: str, reason: str, **extra: Any) -> ABOutcome:
-        return ABOutcome(case.id, self.ref, status, reason, **extra)
+    def _outcome(self, case: PerfCase, outcome: Outcome, reason: str, **extra: Any) -> ABOutcome:
+        return ABOutcome(case.id, self.ref, outcome, reason, **extra)
 
     def _check(self, case: PerfCase, settings: SessionSettings) -> ABOutcome:
         if case.model_file is not None:
-            return self._outcome(case, NOT_COMPARED, "a --perf-model file has no version at REF")
+            return self._outcome(
+                case, Outcome.NOT_COMPARED, "a --perf-model file has no version at REF"
+            )
         try:
             names = list(dict.fromkeys([*self.variants, case.variant]))
             ref_key = self.ref_models.keys(names)[case.variant]
         except GitRefError as error:
-            return self._outcome(case, NOT_COMPARED, str(error))
+            return self._outcome(case, Outcome.NOT_COMPARED, str(error))
         same = ref_key == self.head_key(case.variant)
         if same and not self.measure_unchanged:
-            return self._outcome(case, UNCHANGED, f"same cache key {ref_key[:16]}: not measured")
+            return self._outcome(
+                case, Outcome.UNCHANGED, f"same cache key {ref_key[:16]}: not measured"
+            )
         head = self.resolve_head(case, settings)
         try:
             ref_path = self.ref_models.build([case.variant])[case.variant]
         except GitRefError as error:
-            return self._outcome(case, NOT_COMPARED, str(error))
+            return self._outcome(case, Outcome.NOT_COMPARED, str(error))
         inputs = self.inputs_for(head.path, case)
         measured = interleave(
             lambda: _opener(ref_path, settings, inputs),
@@ -119,4 +116,5 @@ class AgainstGate:
             progress=self.progress,
         )
         reason = "same artifact, measured as an A/A" if same else measured.comparison.reason
-        return self._outcome(case, COMPARED, reason, measured=measured, settings=settings.to_dict())
+        verdict = measured.comparison.verdict
+        return self._outcome(case, verdict, reason, measured=measured, settings=settings.to_dict())

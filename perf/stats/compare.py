@@ -53,37 +53,28 @@ import math
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from scipy import stats
 
+from perf.stats.outcome import Outcome
 from perf.stats.percentiles import QUANTILE_METHOD
 
 MIN_BASELINE_RUNS = 3
 MAX_BASELINE_RUNS = 10
 
 
-class Change(StrEnum):
-    """Outcome for one quantile, and overall."""
-
-    SLOWER = "slower"
-    FASTER = "faster"
-    SAME = "same"
-    UNDECIDED = "undecided"
-
-
-def decide(log_ratio: float, log_low: float, log_high: float, log_effect: float) -> Change:
+def decide(log_ratio: float, log_low: float, log_high: float, log_effect: float) -> Outcome:
     """The verdict rule shared with perf.stats.paired (see the module docstring)."""
     if log_low > 0.0 and log_ratio >= log_effect:
-        return Change.SLOWER
+        return Outcome.SLOWER
     if log_high < 0.0 and log_ratio <= -log_effect:
-        return Change.FASTER
+        return Outcome.FASTER
     if -log_effect <= log_low and log_high <= log_effect:
-        return Change.SAME
-    return Change.UNDECIDED
+        return Outcome.SAME
+    return Outcome.UNDECIDED
 
 
 @dataclass(frozen=True)
@@ -172,7 +163,7 @@ class QuantileChange:
     ratio_low: float
     ratio_high: float
     gate: QuantileGate
-    change: Change
+    change: Outcome
 
     def format(self) -> str:
         """Render as ``"P99 412.3 -> 455.0 (x1.10 [1.07, 1.14]) slower"``."""
@@ -202,12 +193,12 @@ class Comparison:
     baseline_runs: int
     n_current: int
     seconds_current: float
-    verdict: Change
+    verdict: Outcome
     reason: str
 
     @property
     def regressed(self) -> bool:
-        return self.verdict is Change.SLOWER
+        return self.verdict is Outcome.SLOWER
 
     def change_at(self, quantile: float) -> QuantileChange | None:
         return next((c for c in self.changes if c.gate.quantile == quantile), None)
@@ -344,14 +335,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if rows:
         print(format_comparison_table(rows))
     for name, comparison in rows:
-        if comparison.verdict is not Change.SAME:
+        if comparison.verdict is not Outcome.SAME:
             print(f"\n{name}\n{comparison.format()}")
     for path, only in ((args.old, old.keys() - new.keys()), (args.new, new.keys() - old.keys())):
         if only:
             print(f"\nonly in {path}: " + ", ".join(sorted(only)))
     verdicts = [c.verdict for _, c in rows]
-    print("\n" + ", ".join(f"{verdicts.count(v)} {v}" for v in Change))
-    return 1 if Change.SLOWER in verdicts else 0
+    print("\n" + ", ".join(f"{verdicts.count(v)} {v}" for v in Outcome))
+    return 1 if Outcome.SLOWER in verdicts else 0
 
 
 # --- internals ---------------------------------------------------------------------------
@@ -364,7 +355,7 @@ def _quantile_change(
     new = math.log(current.quantiles_ms[gate.quantile])
     if stored.size < MIN_BASELINE_RUNS:
         log_ratio, low, high = new - float(np.mean(stored)), math.nan, math.nan
-        change = Change.UNDECIDED
+        change = Outcome.UNDECIDED
     else:
         log_ratio, log_low, log_high = prediction_interval(stored, new, gate.confidence)
         low, high = math.exp(log_low), math.exp(log_high)
@@ -381,11 +372,11 @@ def _quantile_change(
     )
 
 
-def _overall(changes: Sequence[Change]) -> Change:
-    for verdict in (Change.SLOWER, Change.UNDECIDED, Change.FASTER):
+def _overall(changes: Sequence[Outcome]) -> Outcome:
+    for verdict in (Outcome.SLOWER, Outcome.UNDECIDED, Outcome.FASTER):
         if verdict in changes:
             return verdict
-    return Change.SAME
+    return Outcome.SAME
 
 
 def _too_few_runs_reason(runs: int) -> str:
@@ -399,9 +390,9 @@ def _too_few_runs_reason(runs: int) -> str:
     )
 
 
-def _reason(verdict: Change, changes: Sequence[QuantileChange]) -> str:
-    if verdict is Change.UNDECIDED:
-        open_ = ", ".join(c.label for c in changes if c.change is Change.UNDECIDED)
+def _reason(verdict: Outcome, changes: Sequence[QuantileChange]) -> str:
+    if verdict is Outcome.UNDECIDED:
+        open_ = ", ".join(c.label for c in changes if c.change is Outcome.UNDECIDED)
         return (
             f"Undecided at {open_}: the interval reaches across a minimum-effect line; more "
             "stored runs, or steadier ones, narrow it; --perf-against REF measures both "

@@ -84,7 +84,8 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from perf.stats.compare import Change, decide
+from perf.stats.compare import decide
+from perf.stats.outcome import Outcome
 
 MIN_ROUNDS = 6
 MIN_SEGMENTS = 2
@@ -140,7 +141,7 @@ class PairedComparison:
     low: float
     high: float
     confidence: float
-    verdict: Change
+    verdict: Outcome
     rounds: int
     segments: int
     min_effect: float
@@ -203,7 +204,7 @@ def compare_rounds(
         log_ratio: float,
         log_low: float,
         log_high: float,
-        verdict: Change,
+        verdict: Outcome,
         reason: str,
         segment_logs: Iterable[float] = (),
     ) -> PairedComparison:
@@ -222,12 +223,12 @@ def compare_rounds(
         )
 
     if n_rounds == 0:
-        return result(math.nan, math.nan, math.nan, Change.UNDECIDED, "No rounds measured yet.")
+        return result(math.nan, math.nan, math.nan, Outcome.UNDECIDED, "No rounds measured yet.")
     segment_logs = np.array([np.median([_log_ratio(r) for r in group]) for group in by_segment])
     log_ratio = float(np.mean(segment_logs))
     if n_segments < MIN_SEGMENTS or n_rounds < MIN_ROUNDS:
         reason = _too_few_reason(n_rounds, n_segments, math.exp(log_ratio))
-        return result(log_ratio, math.nan, math.nan, Change.UNDECIDED, reason, segment_logs)
+        return result(log_ratio, math.nan, math.nan, Outcome.UNDECIDED, reason, segment_logs)
 
     spread = float(np.std(segment_logs, ddof=1))
     half = float(stats.t.ppf(0.5 + confidence / 2.0, n_segments - 1)) * spread
@@ -248,7 +249,7 @@ def compare_rounds(
 
 def needs_more(comparison: PairedComparison) -> bool:
     """True while the verdict is UNDECIDED: measure more rounds (new segments narrow it most)."""
-    return comparison.verdict is Change.UNDECIDED
+    return comparison.verdict is Outcome.UNDECIDED
 
 
 def tail_ratios(
@@ -327,7 +328,7 @@ def _log_ratio(r: Round) -> float:
 
 
 def _reason(
-    verdict: Change,
+    verdict: Outcome,
     ratio: float,
     low: float,
     high: float,
@@ -342,17 +343,17 @@ def _reason(
         f"{segment_ratios.size} segments ranged x{segment_ratios.min():.3f}-"
         f"x{segment_ratios.max():.3f}"
     )
-    if verdict is Change.SLOWER:
+    if verdict is Outcome.SLOWER:
         return (
             f"B is slower than A: P50 x{ratio:.3f}, {ci} lies above 1 and the ratio reaches "
             f"the {effect} minimum effect."
         )
-    if verdict is Change.FASTER:
+    if verdict is Outcome.FASTER:
         return (
             f"B is faster than A: P50 x{ratio:.3f}, {ci} lies below 1 and the ratio reaches "
             f"the {effect} minimum effect."
         )
-    if verdict is Change.SAME:
+    if verdict is Outcome.SAME:
         return f"No change beyond {effect}: P50 x{ratio:.3f}, {ci} lies inside {band}."
     if low > 1.0 or high < 1.0:
         side = "slower" if low > 1.0 else "faster"

@@ -1,0 +1,100 @@
+"""perf.calibration's bookkeeping, with the pytest runs faked: resume, redo, summary."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from perf import calibration
+
+
+def _args(tmp_path: Path, runs: int = 2) -> argparse.Namespace:
+    return argparse.Namespace(
+        mode="baseline",
+        variant="cnn/fp32",
+        duration="3s",
+        max_time=20.0,
+        baseline_runs=1,
+        slower_tree=tmp_path / "slower",
+        out=tmp_path / "out",
+        cache=tmp_path / "models",
+        runs=runs,
+        machine="Test CPU (avx2)",
+    )
+
+
+class FakeRuns:
+    """Stands in for run_once: each (kind, index) gets the next busy figure from a script."""
+
+    def __init__(self, busy: dict[tuple[str, int], list[float]]) -> None:
+        self.busy = busy
+        self.calls: list[tuple[str, int]] = []
+
+    def __call__(self, args: argparse.Namespace, kind: str, index: int) -> dict[str, Any]:
+        self.calls.append((kind, index))
+        busy = self.busy.get((kind, index), [0.0]).pop(0) if self.busy.get((kind, index)) else 0.0
+        verdict = "saved" if kind == "save" else "slower" if kind == "ab" else "same"
+        return {"kind": kind, "index": index, "verdict": verdict, "ratio": 1.0,
+                "other_cores_busy": busy, "commit": "abc"}  # fmt: skip
+
+
+def _run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake: FakeRuns, runs: int = 2) -> None:
+    monkeypatch.setattr(calibration, "run_once", fake)
+    monkeypatch.setattr(calibration, "parse_args", lambda _argv: _args(tmp_path, runs))
+    calibration.main([])
+
+
+def test_saves_first_then_aa_and_ab_alternate(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake = FakeRuns({})
+    _run(tmp_path, monkeypatch, fake)
+
+    assert fake.calls == [("save", 1), ("aa", 1), ("ab", 1), ("aa", 2), ("ab", 2)]
+    summary = (tmp_path / "out" / "summary.md").read_text()
+    assert "| A/A | 2 | {'same': 2} | 0 / 2 false |" in summary
+    assert "| A/B | 2 | {'slower': 2} | 2 / 2 caught |" in summary
+
+
+def test_a_rerun_resumes_and_a_larger_plan_adds_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _run(tmp_path, monkeypatch, FakeRuns({}), runs=1)
+    again = FakeRuns({})
+    _run(tmp_path, monkeypatch, again, runs=1)
+    more = FakeRuns({})
+    _run(tmp_path, monkeypatch, more, runs=2)
+
+    assert again.calls == []
+    assert more.calls == [("aa", 2), ("ab", 2)]
+    assert len(json.loads((tmp_path / "out" / "runs.json").read_text())) == 5
+
+
+def test_contended_runs_are_redone_and_kept_marked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake = FakeRuns({("aa", 1): [1.0, 0.0], ("ab", 1): [1.0, 1.0, 1.0]})
+    _run(tmp_path, monkeypatch, fake, runs=1)
+
+    assert fake.calls == [("save", 1), ("aa", 1), ("aa", 1), ("ab", 1), ("ab", 1), ("ab", 1)]
+    rows = json.loads((tmp_path / "out" / "runs.json").read_text())
+    assert [r["redone"] for r in rows] == [False, True, False, True, True, False]
+    summary = (tmp_path / "out" / "summary.md").read_text()
+    assert "Runs redone because other processes kept >= 0.25 cores busy" in summary
+    assert "(the suite's contention flag; kept in runs.json with `redone`): 3." in summary
+    assert "| A/B | 1 | {'slower': 1} | 1 / 1 caught | 1.000-1.000 | 1 |" in summary
+
+
+def test_other_settings_in_the_same_folder_are_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _run(tmp_path, monkeypatch, FakeRuns({}), runs=1)
+    config = tmp_path / "out" / "config.json"
+    config.write_text(config.read_text().replace('"20.0"', '"120.0"'))
+
+    with pytest.raises(SystemExit, match="holds a calibration with other settings"):
+        _run(tmp_path, monkeypatch, FakeRuns({}), runs=1)
