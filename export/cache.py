@@ -13,6 +13,7 @@ import contextlib
 import dataclasses
 import datetime as dt
 import json
+import logging
 import os
 import shutil
 import sys
@@ -34,6 +35,9 @@ DEFAULT_CACHE_DIR = Path(__file__).resolve().parent.parent / "models"
 CACHE_DIR_ENV = "DIARIZATION_MODEL_CACHE"
 
 Progress = Callable[[str], None]
+# Libraries whose INFO and DEBUG records flood a build (onnx_ir logs each deduplicated
+# initializer: 309 lines for one model under --log-cli-level=INFO): WARNING while building.
+CHATTY_LOGGERS = ("torch", "onnx", "onnx_ir", "onnxscript", "onnxruntime", "transformers")
 
 
 def print_progress(message: str) -> None:
@@ -73,6 +77,21 @@ class Artifact:
             for name, entry in self.manifest["files"].items()
             if name not in (MANIFEST_FILE, REFERENCE_FILE)
         )
+
+
+@contextlib.contextmanager
+def quiet_library_logs() -> Iterator[None]:
+    """Raise CHATTY_LOGGERS and their existing children to WARNING; restore them after."""
+    existing = [n for n in logging.root.manager.loggerDict if n.split(".")[0] in CHATTY_LOGGERS]
+    loggers = [logging.getLogger(name) for name in sorted({*CHATTY_LOGGERS, *existing})]
+    saved = [(logger, logger.level) for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(max(logger.level, logging.WARNING))
+    try:
+        yield
+    finally:
+        for logger, level in saved:
+            logger.setLevel(level)
 
 
 def _file_record(path: Path) -> dict[str, Any]:
@@ -170,7 +189,8 @@ class ModelCache:
         started = time.perf_counter()
         self.progress(f"building {recipe.name}")
         try:
-            details = self._produce(recipe, scratch, parent)
+            with quiet_library_logs():
+                details = self._produce(recipe, scratch, parent)
             manifest = self._manifest(recipe, key, scratch, details, parent, started)
             (scratch / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
             final = self.entry_dir(recipe, key)
@@ -238,6 +258,19 @@ class ModelCache:
         while root.parent is not None:
             root = root.parent
         return _reference_dir(self.get(root))
+
+    def reference_dir_of(self, directory: Path) -> Path:
+        """The reference of the entry in ``directory``, by its manifest's parent chain: works
+        for entries another commit's code built (``--perf-against REF``), whose keys this
+        code does not compute."""
+        for _ in range(8):  # a chain is two long today (fp32 -> int8); never loop forever
+            manifest = json.loads((directory / MANIFEST_FILE).read_text())
+            parent = manifest.get("parent")
+            if parent is None:
+                return _reference_dir(Artifact(directory, manifest))
+            source, _, variant = parent["name"].partition("/")
+            directory = self.root / source / f"{variant}-{parent['key'][:16]}"
+        raise CacheError(f"{directory}: its manifest's parent chain does not end")
 
     def entries(self) -> list[Path]:
         if not self.root.is_dir():

@@ -112,14 +112,15 @@ def _judged(extra: dict[str, Any], kind: str, mode: str) -> dict[str, Any]:
     if kind == "save":
         return {"verdict": "saved", **busy}
     if mode == "against":
-        comparison = extra["against"]["comparison"]
+        against = extra["against"]
+        comparison = against.get("comparison") or {}
         return {
-            "verdict": comparison["verdict"],
-            "ratio": comparison["ratio"],
-            "interval": [comparison["low"], comparison["high"]],
-            "rounds": comparison["rounds"],
-            "segments": comparison["segments"],
-            **(extra["against"].get("contention") or busy),
+            "verdict": against["outcome"],
+            "ratio": comparison.get("ratio"),
+            "interval": [comparison.get("low"), comparison.get("high")],
+            "rounds": comparison.get("rounds"),
+            "segments": comparison.get("segments"),
+            "other_cores_busy": (against.get("contention") or {}).get("other_cores_busy"),
         }
     check = extra["baseline"]
     comparison = check.get("comparison") or {}
@@ -130,7 +131,8 @@ def _judged(extra: dict[str, Any], kind: str, mode: str) -> dict[str, Any]:
     }  # fmt: skip
     p50 = changes.get("P50", {})
     return {
-        "verdict": comparison.get("verdict", check["status"]),
+        "verdict": check["outcome"],
+        "comparison_verdict": comparison.get("verdict"),
         "ratio": p50.get("ratio"),
         "interval": p50.get("interval"),
         "quantiles": changes,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -296,6 +297,13 @@ def pytest_configure(config: pytest.Config) -> None:
     _check_model_files(options)
     run = PerfRun(options, rules)
     if options.compare:
+        # --benchmark-compare is the suite's trigger for its own comparison with baselines/;
+        # pytest-benchmark's "Can't compare. No benchmark files in '.benchmarks'" (its own
+        # storage, usually empty) would tell the reader that nothing was compared. This filter
+        # is active while pytest-benchmark's pytest_configure (trylast) runs.
+        warnings.filterwarnings(
+            "ignore", message=r"Can't compare\. No benchmark files", category=pytest.PytestWarning
+        )
         try:
             run.baselines.baseline  # noqa: B018 - load now: a malformed file is an error at start
         except BaselineError as error:

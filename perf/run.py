@@ -85,6 +85,9 @@ class PerfRun:
                 lambda case, settings: self.models.resolve(case, settings)[0],
                 options,
                 log.info,
+                check_model=lambda case, model, settings: self.models.check(
+                    case, model, settings, label=" at REF", remember=False
+                ),
             )
         self.results: list[LatencyResult] = []
         self.concurrency_results: list[tuple[PerfCase, ConcurrencyResult]] = []

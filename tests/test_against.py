@@ -104,6 +104,9 @@ class FakeRefModels:
         assert self.path is not None
         return {v: self.path for v in variants}
 
+    def reference_dir_of(self, model_path: Path) -> Path:
+        return model_path.parent
+
 
 def _gate(ref: FakeRefModels, head_keys: dict[str, str], resolved: list[str], path: Path | None):
     def resolve(case: PerfCase, settings: SessionSettings) -> ResolvedModel:
@@ -155,6 +158,32 @@ def test_a_changed_artifact_is_measured_against_refs(model_cache: Path) -> None:
     assert resolved == ["tiny/fp32"] and ref.built == ["tiny/fp32"]
     assert outcome.measured is not None and len(outcome.measured.rounds) >= 1
     assert outcome.to_dict()["comparison"]["verdict"] == outcome.outcome
+    assert outcome.contention is not None  # other processes' CPU use, measured over the rounds
+    assert outcome.to_dict()["contention"]["cpu_count"] >= 1
+
+
+def test_a_ref_model_with_wrong_numbers_here_is_refused_not_measured(model_cache: Path) -> None:
+    from export.cache import ModelCache
+    from export.recipes import parse_variant_name
+    from perf.measure.numerics import NumericsRefused, NumericsVerdict
+
+    path = ModelCache(model_cache, progress=lambda _m: None).get(parse_variant_name("tiny/int8"))
+    ref = FakeRefModels({"tiny/int8": "r" * 64}, path.model_path)
+    checked: list[ResolvedModel] = []
+
+    def wrong_numbers(case: PerfCase, model: ResolvedModel, settings: SessionSettings) -> None:
+        checked.append(model)
+        verdict = NumericsVerdict(Outcome.FAIL, "avx2", "cpu", "its build's float reference", "")
+        raise NumericsRefused(verdict)
+
+    gate = _gate(ref, {"tiny/int8": "h" * 64}, [], path.model_path)
+    gate.check_model = wrong_numbers
+
+    outcome = gate.check(PerfCase("tiny/int8", "cpu", 1.0), SETTINGS)
+
+    assert outcome.outcome is Outcome.REFUSED and outcome.measured is None
+    assert outcome.reason.startswith("REF's model is not benchmarked: numerics fail on cpu")
+    assert [(m.path, m.variant, m.key) for m in checked] == [(path.model_path, "int8", "r" * 64)]
 
 
 def test_a_variant_ref_cannot_name_and_a_user_file_are_not_compared(tmp_path: Path) -> None:

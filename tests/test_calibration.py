@@ -10,6 +10,16 @@ from typing import Any
 import pytest
 
 from perf import calibration
+from perf.measure.contention import Contention
+from perf.scenarios.ab import ABOutcome
+from perf.stats.outcome import Outcome
+from tests import test_plugin
+from tests.test_against import _interleave
+from tests.test_plugin import Suite
+
+pytest_plugins = ["pytester"]
+model_cache = test_plugin.model_cache
+suite = test_plugin.suite
 
 
 def _args(tmp_path: Path, runs: int = 2) -> argparse.Namespace:
@@ -98,3 +108,38 @@ def test_other_settings_in_the_same_folder_are_refused(
 
     with pytest.raises(SystemExit, match="holds a calibration with other settings"):
         _run(tmp_path, monkeypatch, FakeRuns({}), runs=1)
+
+
+# --- what a row reads is what the suite writes ---------------------------------------------------
+
+
+def test_a_baseline_row_reads_the_suites_benchmark_json(suite: Suite, tmp_path: Path) -> None:
+    out = tmp_path / "run.json"
+    suite.run(
+        "--perf-max-time=1",
+        "--perf-min-samples=30",
+        "--benchmark-compare",
+        f"--perf-baselines={tmp_path / 'none'}",
+        f"--benchmark-json={out}",
+    )
+    (bench,) = json.loads(out.read_text())["benchmarks"]
+
+    row = calibration._judged(bench["extra_info"], "aa", "baseline")
+
+    assert row["verdict"] == "not compared" and row["comparison_verdict"] is None
+    assert row["other_cores_busy"] is not None
+
+
+def test_an_against_row_reads_measured_and_refused_outcomes() -> None:
+    measured = _interleave(20.0, 22.0, seed=0)
+    busy = Contention(20.0, 0.0, 0.0, 2, None, None)
+    slower = ABOutcome("cnn/fp32-cpu-3s", "HEAD", measured.comparison.verdict, "", measured,
+                       contention=busy)  # fmt: skip
+    refused = ABOutcome("cnn/fp32-cpu-3s", "HEAD", Outcome.REFUSED, "REF's model ...")
+
+    row = calibration._judged({"against": slower.to_dict()}, "ab", "against")
+    none = calibration._judged({"against": refused.to_dict()}, "ab", "against")
+
+    assert row["verdict"] == "slower" and row["ratio"] == measured.comparison.ratio
+    assert row["rounds"] == len(measured.rounds) and row["other_cores_busy"] == 0.0
+    assert none["verdict"] == "refused" and none["ratio"] is None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import signal
@@ -18,7 +19,7 @@ import pytest
 from onnx import numpy_helper
 
 from export import transforms
-from export.cache import MANIFEST_FILE, ModelCache, entry_problem
+from export.cache import MANIFEST_FILE, ModelCache, entry_problem, quiet_library_logs
 from export.parity import ParityError
 from export.recipes import parse_variant_name
 from export.transforms import DATA_FILE, save_with_external_data
@@ -297,3 +298,31 @@ def test_clean_removes_every_entry_and_scratch(tiny_cache_copy: Path) -> None:
     assert len(removed) == len(TINY_VARIANTS)
     assert cache.entries() == []
     assert not (tiny_cache_copy / ".tmp").exists()
+
+
+def test_library_chatter_is_kept_out_of_a_build(caplog: pytest.LogCaptureFixture) -> None:
+    """onnx_ir logged 309 INFO lines per model under --log-cli-level=INFO; ours stay."""
+    chatty = logging.getLogger("onnx_ir.passes.dedup")
+    tracing = logging.getLogger("torch.__trace")
+    tracing.setLevel(logging.DEBUG)  # torch sets some of its loggers' levels itself
+    caplog.set_level(logging.DEBUG)
+
+    with quiet_library_logs():
+        chatty.info("deduplicated initializer")
+        tracing.debug("graph capture")
+        logging.getLogger("onnx_ir.created.during.the.build").info("new logger")
+        logging.getLogger("onnx_ir").warning("a real problem")
+        logging.getLogger("perf").info("building cnn/fp32")
+
+    assert [r.getMessage() for r in caplog.records] == ["a real problem", "building cnn/fp32"]
+    assert tracing.level == logging.DEBUG  # restored
+
+
+def test_reference_dir_of_follows_the_manifest_to_the_root(tiny_cache_copy: Path) -> None:
+    """--perf-against finds REF's reference this way: REF's keys are not this code's."""
+    cache = ModelCache(tiny_cache_copy, progress=lambda _m: None)
+    fp32 = cache.get(parse_variant_name("tiny/fp32"))
+    int8 = cache.get(parse_variant_name("tiny/int8"))
+
+    assert cache.reference_dir_of(int8.directory) == fp32.directory
+    assert cache.reference_dir_of(fp32.directory) == fp32.directory

@@ -70,6 +70,7 @@ def suite(pytester: pytest.Pytester, model_cache: Path, monkeypatch: pytest.Monk
     monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)
     return Suite(pytester, model_cache)
 
+
 BENCH = "tiny/fp32-cpu-3s"
 SHORT = ("--perf-max-time=1", "--perf-min-samples=60", "--perf-threads=1")
 NO_CHANGE_ATTEMPTS = 2

@@ -107,6 +107,12 @@ class RefModels:
             self._paths.update(zip(missing, map(Path, lines[-len(missing) :]), strict=True))
         return {v: self._paths[v] for v in variants}
 
+    def reference_dir_of(self, model_path: Path) -> Path:
+        """Where REF's build left the reference outputs REF's artifact is checked against."""
+        from export.cache import ModelCache
+
+        return ModelCache(self.cache_dir).reference_dir_of(model_path.parent)
+
     def _run(self, args: list[str], what: str) -> str:
         env = {**os.environ, "PYTHONPATH": str(self.tree.path)}
         try:

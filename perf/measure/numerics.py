@@ -255,11 +255,24 @@ class CheckedModels:
     ) -> tuple[ResolvedModel, NumericsVerdict]:
         """Raises NumericsRefused (and remembers the case) when the model is wrong here."""
         model = self.models.resolve(case)
+        return model, self.check(case, model, settings)
+
+    def check(
+        self,
+        case: PerfCase,
+        model: ResolvedModel,
+        settings: SessionSettings,
+        label: str = "",
+        remember: bool = True,
+    ) -> NumericsVerdict:
+        """Check any model a case runs (REF's too); raises NumericsRefused when it is wrong.
+        ``remember``: list a refusal with the run's refused models (not for REF's)."""
         try:
             verdict = self.checker.check_case(case, model, settings, self.dims, self.fixed)
         except NumericsRefused as refused:
-            self.refused.append((case, refused.verdict))
+            if remember:
+                self.refused.append((case, refused.verdict))
             raise
         if self.progress:
-            self.progress(f"{case.id}: {verdict.message()}")
-        return model, verdict
+            self.progress(f"{case.id}{label}: {verdict.message()}")
+        return verdict

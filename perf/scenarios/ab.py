@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from perf.measure.contention import Contention
 from perf.stats.outcome import Outcome
 from perf.stats.paired import PairedComparison, Round, compare_rounds, needs_more, tail_ratios
 
@@ -136,6 +137,7 @@ class ABOutcome:
     reason: str
     measured: Interleaved | None = None
     settings: Mapping[str, Any] | None = None
+    contention: Contention | None = None  # other processes' CPU use during the rounds
 
     @property
     def regressed(self) -> bool:
@@ -147,9 +149,11 @@ class ABOutcome:
                 "unchanged (same artifact)" if self.outcome is Outcome.UNCHANGED else self.outcome
             )
             return f"{self.case_id}: {label} vs {self.ref}: {self.reason}"
-        return (
+        line = (
             f"{self.case_id}: {self.measured.comparison.format()}; B = working tree, A = {self.ref}"
         )
+        warning = self.contention.warning() if self.contention else None
+        return f"{line}\n  {warning} (both sides alike, interleaved)" if warning else line
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -158,6 +162,7 @@ class ABOutcome:
             "outcome": self.outcome.value,
             "reason": self.reason,
             "settings": dict(self.settings or {}),
+            "contention": None if self.contention is None else dataclasses.asdict(self.contention),
         }
         if self.measured is not None:
             data |= {

@@ -16,13 +16,16 @@ import numpy as np
 from export.recipes import parse_variant_name
 from perf.baselines.git_ref import GitRefError, RefModels, RefTree
 from perf.measure.cases import PerfCase, case_inputs
+from perf.measure.contention import ContentionMonitor
 from perf.measure.models import ResolvedModel
+from perf.measure.numerics import NumericsRefused
 from perf.measure.sessions import SessionSettings, open_session
 from perf.scenarios.ab import ABOutcome, ABPolicy, Call, interleave
 from perf.stats.outcome import Outcome
 
 ResolveHead = Callable[[PerfCase, SessionSettings], ResolvedModel]
 InputsFor = Callable[[Path, PerfCase], Mapping[str, np.ndarray]]
+CheckModel = Callable[[PerfCase, ResolvedModel, SessionSettings], object]
 
 
 def _opener(path: Path, settings: SessionSettings, inputs: Mapping[str, np.ndarray]) -> Call:
@@ -37,6 +40,7 @@ def against_gate(
     resolve_head: ResolveHead,
     options: Any,
     progress: Callable[[str], None] | None = None,
+    check_model: CheckModel | None = None,
 ) -> AgainstGate:
     """The gate for one ``pytest perf/`` session; ``options`` is its PerfOptions."""
     return AgainstGate(
@@ -48,6 +52,7 @@ def against_gate(
         measure_unchanged=options.against_unchanged,
         progress=progress,
         variants=options.variants,
+        check_model=check_model,
     )
 
 
@@ -64,8 +69,11 @@ class AgainstGate:
         measure_unchanged: bool = False,
         progress: Callable[[str], None] | None = None,
         variants: Sequence[str] = (),
+        check_model: CheckModel | None = None,
     ) -> None:
-        """``variants``: every variant this run will ask about, to name them to REF at once."""
+        """``variants``: every variant this run will ask about, to name them to REF at once;
+        ``check_model`` checks REF's model's numbers on this machine and provider, as the
+        working tree's are (raises NumericsRefused)."""
         self.ref_models = ref_models
         self.head_key = head_key
         self.resolve_head = resolve_head
@@ -75,6 +83,7 @@ class AgainstGate:
         self.progress = progress
         self.outcomes: list[ABOutcome] = []
         self.variants = list(variants)
+        self.check_model = check_model
 
     @property
     def ref(self) -> str:
@@ -108,13 +117,42 @@ class AgainstGate:
             ref_path = self.ref_models.build([case.variant])[case.variant]
         except GitRefError as error:
             return self._outcome(case, Outcome.NOT_COMPARED, str(error))
+        refused = self._check_ref(case, ref_path, ref_key, settings)
+        if refused:
+            return self._outcome(case, Outcome.REFUSED, refused)
         inputs = self.inputs_for(head.path, case)
-        measured = interleave(
-            lambda: _opener(ref_path, settings, inputs),
-            lambda: _opener(head.path, settings, inputs),
-            self.policy,
-            progress=self.progress,
-        )
+        with ContentionMonitor() as monitor:
+            measured = interleave(
+                lambda: _opener(ref_path, settings, inputs),
+                lambda: _opener(head.path, settings, inputs),
+                self.policy,
+                progress=self.progress,
+            )
         reason = "same artifact, measured as an A/A" if same else measured.comparison.reason
-        verdict = measured.comparison.verdict
-        return self._outcome(case, verdict, reason, measured=measured, settings=settings.to_dict())
+        return self._outcome(
+            case,
+            measured.comparison.verdict,
+            reason,
+            measured=measured,
+            settings=settings.to_dict(),
+            contention=monitor.result,
+        )
+
+    def _check_ref(
+        self, case: PerfCase, ref_path: Path, ref_key: str, settings: SessionSettings
+    ) -> str | None:
+        """Why REF's model cannot be compared (it computes wrong numbers here), or None."""
+        if self.check_model is None:
+            return None
+        model = ResolvedModel(
+            ref_path,
+            ref_path.stat().st_size,
+            ref_key,
+            variant=case.variant.partition("/")[2],
+            reference_dir=self.ref_models.reference_dir_of(ref_path),
+        )
+        try:
+            self.check_model(case, model, settings)
+        except NumericsRefused as refused:
+            return f"REF's model is not benchmarked: {refused}"
+        return None
