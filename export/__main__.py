@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+from export.architectures import ARCHITECTURES
 from export.cache import ModelCache, default_cache_dir
 from export.inputs import parse_assignments
 from export.recipes import (
@@ -18,6 +19,7 @@ from export.recipes import (
     file_source,
     parse_variant_name,
 )
+from export.user_files import check_onnx_file, check_weights_file
 
 
 def _parse_weights(items: list[str]) -> dict[str, Path]:
@@ -32,7 +34,12 @@ def _parse_weights(items: list[str]) -> dict[str, Path]:
 
 def _recipes(args: argparse.Namespace) -> list[Recipe]:
     weights = _parse_weights(args.weights)
+    for arch, path in weights.items():
+        if arch not in ARCHITECTURES:
+            raise RecipeError(f"--weights {arch}={path}: no architecture {arch!r}")
+        check_weights_file(path, "--weights", arch)
     if args.onnx is not None:
+        check_onnx_file(args.onnx, "--onnx")
         variants = args.variants.split(",") if args.variants else list(FILE_VARIANTS)
         unknown = [v for v in variants if v not in FILE_VARIANTS]
         if unknown:
@@ -139,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](cache, args)
     except (RecipeError, FileNotFoundError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted; the cache holds only complete artifacts", file=sys.stderr)

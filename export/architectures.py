@@ -229,26 +229,18 @@ def load_weights(model: nn.Module, path: Path, arch_name: str) -> None:
             f"{path} is not a readable safetensors file ({error}); export weights with "
             "safetensors.torch.save_file(model.state_dict(), path)"
         ) from error
+    from export.user_files import weights_problems
+
     expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    wrong_shape = sorted(
-        f"{key}: file {tuple(state[key].shape)} vs model {tuple(expected[key].shape)}"
-        for key in set(state) & set(expected)
-        if state[key].shape != expected[key].shape
+    problems = weights_problems(
+        {key: tuple(tensor.shape) for key, tensor in state.items()},
+        {key: tuple(tensor.shape) for key, tensor in expected.items()},
     )
-    if missing or unexpected or wrong_shape:
-        groups = {"missing": missing, "unexpected": unexpected, "shape": wrong_shape}
-        problems = [f"{label}: {_shorten(keys)}" for label, keys in groups.items() if keys]
+    if problems:
         raise WeightsMismatchError(
             f"{path} does not match architecture {arch_name!r}: " + "; ".join(problems)
         )
     model.load_state_dict(state, strict=True)
-
-
-def _shorten(keys: list[str], shown: int = 5) -> str:
-    more = f", ... ({len(keys)} in all)" if len(keys) > shown else ""
-    return ", ".join(keys[:shown]) + more
 
 
 def example_audio(batch: int, seconds: float, seed: int = 0) -> torch.Tensor:

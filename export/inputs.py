@@ -95,6 +95,17 @@ def axis_key(input_name: str, axis: int) -> str:
     return f"{input_name}[{axis}]"
 
 
+def settable_dims(specs: Sequence[InputSpec]) -> set[str]:
+    """Every name ``--perf-dim`` can set for these inputs: symbolic dims and ``INPUT[AXIS]``."""
+    names = set()
+    for spec in specs:
+        for axis, dim in enumerate(spec.shape or ()):
+            names.add(axis_key(spec.name, axis))
+            if isinstance(dim, str):
+                names.add(dim)
+    return names
+
+
 def make_inputs(
     specs: Sequence[InputSpec],
     dim_values: Mapping[str, int],

@@ -21,8 +21,9 @@ from export.architectures import ARCHITECTURES, ArchitectureSpec
 # The manifest's layout (export/cache.py). Changes to the code that builds an artifact need no
 # bump: that code is hashed into every key (build_code_digest).
 CACHE_FORMAT = 1
-# Modules of this package that only drive the others (the command line): not hashed.
-NOT_BUILD_CODE = frozenset({"__main__.py"})
+# Modules of this package that build nothing (the command line, checks of users' files): not
+# hashed.
+NOT_BUILD_CODE = frozenset({"__main__.py", "user_files.py"})
 
 VARIANTS: dict[str, str] = {
     "fp32": "torch.onnx.export (dynamo, with fallbacks), float32",

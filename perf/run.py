@@ -8,18 +8,16 @@ from __future__ import annotations
 import dataclasses
 import logging
 import warnings
-from pathlib import Path
 
 from export.cache import ModelCache
 from perf.baselines.gate import BaselineGate
-from perf.baselines.git_ref import RefTree
 from perf.budgets.rules import BudgetRule, budget_for
+from perf.config import PerfOptions
 from perf.measure.cases import PerfCase, case_inputs
 from perf.measure.fingerprint import machine_and_software
 from perf.measure.models import Models
 from perf.measure.numerics import CheckedModels, NumericsChecker
 from perf.measure.providers import provider_options, resolve_provider
-from perf.measure.sampling import SamplingPolicy
 from perf.measure.sessions import SessionSettings, check_available
 from perf.measurement import (
     ConcurrencyResult,
@@ -30,37 +28,8 @@ from perf.measurement import (
 )
 from perf.scenarios.ab import ABOutcome
 from perf.scenarios.against import against_gate
-from perf.stats.outcome import UndecidedPolicy
 
 log = logging.getLogger("perf")
-
-
-@dataclasses.dataclass(frozen=True)
-class PerfOptions:
-    variants: tuple[str, ...]
-    providers: tuple[str, ...]
-    durations: tuple[float, ...]
-    batch: int
-    model_files: tuple[Path, ...]
-    dims: dict[str, int]
-    fixed_inputs: dict[str, object]
-    weights: dict[str, Path]
-    intra_op_threads: int | None
-    spinning: bool
-    policy: SamplingPolicy
-    concurrency: int
-    concurrency_seconds: float
-    cache_dir: Path | None
-    gate: bool = True  # False: verdicts are reported, a broken budget does not fail the test
-    compare: bool = False  # --benchmark-compare: judge each result against the baseline
-    force_compare: bool = False
-    save_baseline: bool = False
-    baselines_dir: Path = Path("baselines")
-    model_parents: dict[Path, Path] = dataclasses.field(default_factory=dict)
-    emulate_isa: str | None = None  # check numerics as a CPU of this class computes them
-    against: RefTree | None = None  # --perf-against: A/B with this commit's models
-    against_unchanged: bool = False  # measure unchanged artifacts too, as an A/A
-    undecided: UndecidedPolicy = UndecidedPolicy.WARN  # what inconclusive comparisons do
 
 
 class PerfRun:

@@ -11,7 +11,7 @@ import pytest
 
 from perf.measure.cases import PerfCase
 from perf.measure.numerics import NumericsRefused
-from perf.measure.sessions import ProviderSkip
+from perf.measure.sessions import ModelLoadError, ProviderSkip
 from perf.measurement import LatencyResult
 from perf.plugin import record_samples
 from perf.run import PerfRun
@@ -28,6 +28,8 @@ def unavailable_or_refused() -> Iterator[None]:
         pytest.skip(skip.reason)
     except NumericsRefused as refused:
         pytest.fail(f"not benchmarked: {refused}", pytrace=False)
+    except ModelLoadError as error:  # onnxruntime rejected the model itself: its message says why
+        pytest.fail(f"not benchmarked: {error}", pytrace=False)
 
 
 def _record(request: pytest.FixtureRequest, samples_ms: Any, extra: dict[str, Any]) -> Any:

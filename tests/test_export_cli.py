@@ -86,6 +86,22 @@ def test_build_with_malformed_weights_exits_2(
     assert "ARCH=PATH" in err
 
 
+@pytest.mark.parametrize("kind", ["onnx", "weights"])
+def test_build_of_a_corrupt_user_file_exits_2_with_one_line_and_builds_nothing(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, kind: str
+) -> None:
+    bad = tmp_path / ("bad.onnx" if kind == "onnx" else "bad.safetensors")
+    bad.write_bytes(b"\xff" * 64)
+    args = ["--onnx", str(bad)] if kind == "onnx" else ["tiny/fp32", "--weights", f"tiny={bad}"]
+
+    code, out, err = _run(capsys, tmp_path / "models", "build", *args)
+
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and err.startswith(f"error: --{kind} ")
+    assert "not an ONNX model" in err if kind == "onnx" else "not a readable safetensors" in err
+    assert not (tmp_path / "models").exists() or not any((tmp_path / "models").rglob("*.onnx"))
+
+
 def test_build_of_a_user_file_rejects_variants_it_cannot_get(
     capsys: pytest.CaptureFixture[str], tiny_cache_dir: Path, tmp_path: Path
 ) -> None:

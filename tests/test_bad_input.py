@@ -1,0 +1,263 @@
+"""Bad input from users: every file and option gets one line naming it and the fix, before
+anything is measured or written; and fuzzed files and strings never escape as another exception.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from onnx import TensorProto, helper
+
+from export.inputs import parse_assignments
+from export.user_files import UserFileError, check_onnx_file, weights_shapes
+from perf.baselines.store import BaselineError, load_baseline
+from perf.measure.cases import SelectionError, parse_durations, select_providers, select_variants
+from tests import test_plugin
+from tests.test_plugin import Suite, output, write_foreign_model
+
+pytest_plugins = ["pytester"]
+model_cache = test_plugin.model_cache
+suite = test_plugin.suite
+
+
+def snapshot(*roots: Path) -> dict[str, str]:
+    """Every file under ``roots`` with its sha256: what a refused run must leave as it was."""
+    files = {}
+    for root in roots:
+        for path in sorted(root.rglob("*")) if root.exists() else []:
+            if path.is_file():
+                files[str(path)] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return files
+
+
+def refused(suite: Suite, *args: str) -> str:
+    """Run the suite with ``args``; assert a usage error of one line that measured nothing."""
+    before = snapshot(suite.cache, suite.pytester.path / "baselines")
+    report = suite.pytester.path / "report"
+    result = suite.run(*args, f"--perf-report={report}", "-o", "perf_variants=", variants=None)
+    errors = [line for line in result.errlines if line.startswith("ERROR:")]
+    assert result.ret == pytest.ExitCode.USAGE_ERROR, output(result)
+    assert len(errors) == 1, output(result)
+    assert "Traceback" not in output(result)
+    assert not report.exists()
+    assert snapshot(suite.cache, suite.pytester.path / "baselines") == before
+    return errors[0]
+
+
+def tiny_model_copy(suite: Suite, name: str = "model.onnx") -> Path:
+    """The cached tiny/fp32 artifact copied with its external-data file."""
+    source = next(suite.cache.glob("tiny/fp32-*/model.onnx"))
+    target = suite.pytester.path / "copy" / name
+    target.parent.mkdir(exist_ok=True)
+    shutil.copy(source, target)
+    shutil.copy(source.with_name("model.onnx.data"), target.with_name("model.onnx.data"))
+    return target
+
+
+# --- the table of issue "bad input from users", row by row ---------------------------------------
+
+
+def test_random_bytes_as_a_model(suite: Suite) -> None:
+    bad = suite.pytester.path / "bad.onnx"
+    bad.write_bytes(bytes(range(256)) * 4)
+
+    line = refused(suite, f"--perf-model={bad}")
+
+    assert f"--perf-model {bad}: not an ONNX model (" in line
+    assert "re-export it, or copy it again if the copy was cut short" in line
+
+
+def test_a_truncated_model(suite: Suite) -> None:
+    model = tiny_model_copy(suite)
+    model.write_bytes(model.read_bytes()[: model.stat().st_size // 2])
+
+    line = refused(suite, f"--perf-model={model}")
+
+    assert f"--perf-model {model}: not an ONNX model" in line
+
+
+def test_a_model_copied_without_its_weights_file(suite: Suite) -> None:
+    model = tiny_model_copy(suite)
+    model.with_name("model.onnx.data").unlink()
+
+    line = refused(suite, f"--perf-model={model}")
+
+    assert "its weights file model.onnx.data is not beside it" in line
+    assert "copy it next to the .onnx file" in line
+
+
+def test_a_model_with_an_op_nobody_knows(suite: Suite) -> None:
+    path = suite.pytester.path / "unknown-op.onnx"
+    inputs = [helper.make_tensor_value_info("audio", TensorProto.FLOAT, ["batch", "samples"])]
+    outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", "samples"])]
+    graph = helper.make_graph(
+        [helper.make_node("FrobnicateAudio", ["audio"], ["y"])], "g", inputs, outputs
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+
+    line = refused(suite, f"--perf-model={path}")
+
+    assert f"--perf-model {path}: not a valid ONNX graph (" in line
+    assert "FrobnicateAudio" in line
+
+
+def test_corrupt_weights(suite: Suite) -> None:
+    bad = suite.pytester.path / "bad.safetensors"
+    bad.write_bytes(b"\xff" * 64)
+
+    line = refused(suite, f"--perf-weights=cnn={bad}")
+
+    assert f"--perf-weights {bad}: not a readable safetensors file (" in line
+    assert "safetensors.torch.save_file(model.state_dict(), path)" in line
+
+
+def test_weights_of_another_architecture(suite: Suite) -> None:
+    from safetensors.numpy import save_file
+
+    weights = suite.pytester.path / "other.safetensors"
+    save_file({"encoder.proj.weight": np.zeros((3, 3), np.float32)}, str(weights))
+
+    line = refused(suite, f"--perf-weights=tiny={weights}")
+
+    assert f"--perf-weights tiny={weights}: does not match architecture 'tiny'" in line
+    assert "missing: " in line and "unexpected: encoder.proj.weight" in line
+
+
+def test_weights_for_an_unknown_architecture(suite: Suite) -> None:
+    line = refused(suite, "--perf-weights=nosuch=w.safetensors")
+
+    assert "--perf-weights nosuch=w.safetensors: no architecture 'nosuch'" in line
+    assert "w2v2-base" in line
+
+
+def test_a_dim_name_that_matches_nothing_lists_what_would(suite: Suite) -> None:
+    model = write_foreign_model(suite.pytester.path / "foreign.onnx")
+
+    line = refused(suite, f"--perf-model={model}", "--perf-dim=frame=4")
+
+    assert "--perf-dim frame=...: no --perf-model input has that dim" in line
+    assert "frames" in line and "mask[1]" in line
+
+
+def test_a_dim_without_a_model_to_apply_to(suite: Suite) -> None:
+    line = refused(suite, "--perf-dim=frames=4", "--perf-variants=tiny/fp32")
+
+    assert "--perf-dim frames: sizes inputs of a --perf-model" in line
+
+
+def test_benchmarks_are_not_run_side_by_side_under_xdist(suite: Suite) -> None:
+    line = refused(suite, "-p", "xdist", "-n", "2", "--perf-variants=tiny/fp32")
+
+    assert "-n 2: the benchmarks would run 2 at a time, each timed against the others" in line
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--perf-providers=cpu,foo"], "foo"),
+        (["--perf-durations=3x"], "3x"),
+        (["--perf-durations=0s"], "0s"),
+        (["--perf-variants=nosuch/*"], "nosuch/*"),
+    ],
+)
+def test_option_values_that_mean_nothing(suite: Suite, args: list[str], expected: str) -> None:
+    line = refused(suite, *args)
+
+    assert expected in line
+
+
+# --- fuzzed: every file-taking entry point, every option parser ----------------------------------
+
+FUZZ = settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+
+
+def _valid_onnx_bytes() -> bytes:
+    inputs = [helper.make_tensor_value_info("audio", TensorProto.FLOAT, ["batch", "samples"])]
+    outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", "samples"])]
+    graph = helper.make_graph([helper.make_node("Relu", ["audio"], ["y"])], "g", inputs, outputs)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+
+
+def _valid_weights_bytes(path: Path) -> bytes:
+    from safetensors.numpy import save_file
+
+    save_file({"w": np.arange(12, dtype=np.float32).reshape(3, 4)}, str(path))
+    return path.read_bytes()
+
+
+@st.composite
+def damaged(draw: st.DrawFn, valid: bytes) -> bytes:
+    """Truncated, bit-flipped or random versions of a valid file."""
+    kind = draw(st.sampled_from(["truncate", "flip", "random"]))
+    if kind == "truncate":
+        return valid[: draw(st.integers(0, len(valid) - 1))]
+    if kind == "flip":
+        data = bytearray(valid)
+        for _ in range(draw(st.integers(1, 8))):
+            index = draw(st.integers(0, len(data) - 1))
+            data[index] ^= 1 << draw(st.integers(0, 7))
+        return bytes(data)
+    return draw(st.binary(max_size=512))
+
+
+def _one_line_or_accepted(check: Callable[[], object], errors: tuple[type, ...]) -> None:
+    try:
+        check()
+    except errors as error:
+        assert "\n" not in str(error), str(error)
+
+
+@FUZZ
+@given(data=damaged(_valid_onnx_bytes()))
+def test_damaged_onnx_files_give_one_line(tmp_path: Path, data: bytes) -> None:
+    path = tmp_path / "m.onnx"
+    path.write_bytes(data)
+
+    _one_line_or_accepted(lambda: check_onnx_file(path, "--perf-model"), (UserFileError,))
+
+    assert path.read_bytes() == data  # checking never writes
+
+
+@FUZZ
+@given(data=st.data())
+def test_damaged_weights_files_give_one_line(tmp_path: Path, data: st.DataObject) -> None:
+    path = tmp_path / "w.safetensors"
+    damaged_bytes = data.draw(damaged(_valid_weights_bytes(tmp_path / "valid.safetensors")))
+    path.write_bytes(damaged_bytes)
+
+    _one_line_or_accepted(lambda: weights_shapes(path, "--perf-weights"), (UserFileError,))
+
+    assert path.read_bytes() == damaged_bytes
+
+
+@FUZZ
+@given(data=st.binary(max_size=400) | st.text(max_size=400).map(str.encode))
+def test_damaged_baseline_files_are_a_baseline_error(tmp_path: Path, data: bytes) -> None:
+    path = tmp_path / "baseline.json"
+    path.write_bytes(data)
+
+    _one_line_or_accepted(lambda: load_baseline(path), (BaselineError,))
+
+    assert path.read_bytes() == data
+
+
+@settings(max_examples=200, deadline=None)
+@given(text=st.text(max_size=30))
+def test_option_parsers_raise_only_their_own_errors(text: str) -> None:
+    for parse in (
+        lambda: parse_durations([text]),
+        lambda: select_variants([text]),
+        lambda: select_providers([text], ["cpu", "cuda"]),
+        lambda: parse_assignments([text], "--perf-dim"),
+    ):
+        _one_line_or_accepted(parse, (SelectionError, ValueError))
