@@ -7,7 +7,6 @@ import sys
 import time
 from pathlib import Path
 
-from export.architectures import ARCHITECTURES
 from export.cache import ModelCache, default_cache_dir
 from export.inputs import parse_assignments
 from export.recipes import (
@@ -19,6 +18,7 @@ from export.recipes import (
     file_source,
     parse_variant_name,
 )
+from export.specs import ARCHITECTURES
 from export.user_files import check_onnx_file, check_weights_file
 
 

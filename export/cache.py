@@ -25,7 +25,7 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
-from export.onnx_export import MODEL_FILE, REFERENCE_FILE, load_reference, save_reference
+from export.layout import MODEL_FILE, REFERENCE_FILE, load_reference, save_reference
 from export.parity import check_every_isa, check_parity, run_cpu
 from export.recipes import CACHE_FORMAT, PARITY_OPTIONS, Recipe, file_sha256, onnx_file_set
 from export.transforms import TRANSFORMS

@@ -19,10 +19,8 @@ import numpy as np
 import onnx
 
 from export.architectures import build_model, example_audio
+from export.layout import MODEL_FILE, save_reference, save_with_external_data
 from export.recipes import EXPORT_OPTIONS, PARITY_OPTIONS, Source
-
-MODEL_FILE = "model.onnx"
-REFERENCE_FILE = "reference.npz"
 
 
 class ExportError(RuntimeError):
@@ -80,18 +78,6 @@ def _legacy_export(model: Any, audio: Any, target: Path) -> None:
     finally:
         torch.backends.mha.set_fastpath_enabled(previous)
     _move_weights_to_external_data(target)
-
-
-def save_with_external_data(model: onnx.ModelProto, target: Path) -> None:
-    """Every artifact's layout: ``model.onnx`` plus its weights in ``model.onnx.data``."""
-    onnx.save_model(
-        model,
-        str(target),
-        save_as_external_data=True,
-        all_tensors_to_one_file=True,
-        location=target.name + ".data",
-        size_threshold=1024,
-    )
 
 
 def _move_weights_to_external_data(target: Path) -> None:
@@ -222,14 +208,3 @@ def export_source(source: Source, out_dir: Path, progress: Callable[[str], None]
         "parameters": sum(p.numel() for p in model.parameters()),
         "reference": "torch eager",
     }
-
-
-def save_reference(out_dir: Path, inputs: dict[str, np.ndarray], output: np.ndarray) -> None:
-    arrays = {f"input:{name}": value for name, value in inputs.items()}
-    np.savez(out_dir / REFERENCE_FILE, output=output, **arrays)
-
-
-def load_reference(directory: Path) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    with np.load(directory / REFERENCE_FILE) as data:
-        inputs = {key.split(":", 1)[1]: data[key] for key in data.files if key.startswith("input:")}
-        return inputs, data["output"]

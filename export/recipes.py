@@ -16,7 +16,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from export.architectures import ARCHITECTURES, ArchitectureSpec
+from export.specs import ARCHITECTURES, ArchitectureSpec
 
 # The manifest's layout (export/cache.py). Changes to the code that builds an artifact need no
 # bump: that code is hashed into every key (build_code_digest).

@@ -14,7 +14,7 @@ from typing import Any
 
 import onnx
 
-from export.onnx_export import MODEL_FILE, save_with_external_data
+from export.layout import MODEL_FILE, save_with_external_data
 from export.recipes import QUANTIZATION
 
 DATA_FILE = MODEL_FILE + ".data"

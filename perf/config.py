@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from export.architectures import ARCHITECTURES
 from export.cache import default_cache_dir
 from export.inputs import parse_assignments, read_input_specs, settable_dims
 from export.integer_numerics import ARITHMETIC
+from export.specs import ARCHITECTURES
 from export.user_files import UserFileError, check_onnx_file, check_weights_file
 from perf.baselines.git_ref import GitRefError, RefTree, checkout
 from perf.measure.cases import (

@@ -13,7 +13,8 @@ import pytest
 
 from export.architectures import DiarizationModel, example_audio
 from export.cache import MANIFEST_FILE, ModelCache
-from export.onnx_export import EXPORT_PATHS, load_reference
+from export.layout import load_reference
+from export.onnx_export import EXPORT_PATHS
 from export.parity import compare_outputs, run_cpu
 from export.recipes import EXPORT_PACKAGES, package_versions, parse_variant_name
 from export.transforms import DATA_FILE

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from export.cache import ModelCache
-from export.onnx_export import load_reference
+from export.layout import load_reference
 from export.parity import compare_outputs, run_cpu
 from export.recipes import (
     FILE_PACKAGES,

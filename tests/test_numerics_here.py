@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from export.integer_numerics import saturates, this_machine_isa
-from export.onnx_export import MODEL_FILE
+from export.layout import MODEL_FILE
 from perf.measure.numerics import NumericsChecker, NumericsSubject
 from perf.measure.sessions import SessionSettings, session_runner
 from perf.stats.outcome import Outcome

@@ -151,7 +151,7 @@ class _Check:
         # Off the CPU, graph fusions and kernels (TF32, cuDNN) change float results slightly.
         exact = None if self.provider == "cpu" else False
         if subject.reference_dir is not None:
-            from export.onnx_export import load_reference
+            from export.layout import load_reference
 
             inputs, reference = load_reference(subject.reference_dir)
             output = self.run_here(subject.path, inputs)
