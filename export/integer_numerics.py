@@ -29,6 +29,8 @@ import onnx
 from onnx import TensorProto, numpy_helper
 from onnx.external_data_helper import load_external_data_for_tensor, uses_external_data
 
+from export.machine import cpu_info
+
 INT16_MIN, INT16_MAX = -32768, 32767
 UINT8_MAX = 255
 # |b0| + |b1| above this can saturate an int16 pair sum with a uint8 activation of 255.
@@ -69,14 +71,11 @@ def isa_class(flags: Iterable[str], machine: str = "x86_64") -> str:
 @functools.lru_cache(maxsize=1)
 def this_machine_isa() -> str:
     """This CPU's ISA class, from py-cpuinfo (CPUID), falling back to /proc/cpuinfo."""
-    try:
-        import cpuinfo
-
-        info = cpuinfo.get_cpu_info()
-        return isa_class(info.get("flags", []), info.get("arch_string_raw") or platform.machine())
-    except Exception:  # py-cpuinfo probes OS tools; a missing one must not stop a build
-        flags = Path("/proc/cpuinfo").read_text().split() if Path("/proc/cpuinfo").exists() else []
-        return isa_class(flags, platform.machine())
+    info = cpu_info()
+    if info.get("flags"):
+        return isa_class(info["flags"], info.get("arch_string_raw") or platform.machine())
+    flags = Path("/proc/cpuinfo").read_text().split() if Path("/proc/cpuinfo").exists() else []
+    return isa_class(flags, platform.machine())
 
 
 def saturates(isa: str) -> bool | None:

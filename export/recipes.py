@@ -23,7 +23,7 @@ from export.specs import ARCHITECTURES, ArchitectureSpec
 CACHE_FORMAT = 1
 # Modules of this package that build nothing (the command line, checks of users' files): not
 # hashed.
-NOT_BUILD_CODE = frozenset({"__main__.py", "user_files.py"})
+NOT_BUILD_CODE = frozenset({"__main__.py", "user_files.py", "machine.py"})
 
 VARIANTS: dict[str, str] = {
     "fp32": "torch.onnx.export (dynamo, with fallbacks), float32",

@@ -36,9 +36,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from perf.files import atomic_write_bytes
 from perf.measure.contention import DEFAULT_THRESHOLD_CORES
 from perf.measure.fingerprint import cpu_info, normalise_isa_flags
-from perf.reports.files import atomic_write_bytes
 
 CONFIG_KEYS = ("mode", "variant", "duration", "max_time", "baseline_runs", "slower_tree")
 MAX_ATTEMPTS = 3  # per planned run, when other processes' load spoils it

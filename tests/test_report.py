@@ -18,6 +18,7 @@ import pytest
 from perf.baselines.regression import BaselineCheck
 from perf.budgets.rules import Budget
 from perf.budgets.verdicts import final_decision
+from perf.files import atomic_write_text
 from perf.measure.cases import PerfCase
 from perf.measure.contention import Contention
 from perf.measure.sampling import Samples
@@ -27,7 +28,6 @@ from perf.reports.report import (
     FORMAT_VERSION,
     SUMMARY_LIMIT_BYTES,
     ReportContent,
-    atomic_write_text,
     markdown_summary,
     skipped_from_report,
     write_report,

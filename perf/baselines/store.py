@@ -45,7 +45,6 @@ import hashlib
 import json
 import math
 import numbers
-import os
 import platform
 import re
 import shlex
@@ -58,6 +57,7 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
+from perf.files import atomic_write_text, scratch_prefix
 from perf.measure.fingerprint import field_value, fingerprint_id, fingerprint_slug
 from perf.stats.compare import MAX_BASELINE_RUNS, RunSummary, Segment
 from perf.stats.percentiles import LatencySummary
@@ -331,7 +331,7 @@ def save_baselines(
         text = _serialise(merged)
         BaselineFile.from_dict(path, _parse_json(path, text))  # never write what would not load
         _remove_stale_scratch(path)
-        _write_atomic(path, text)
+        atomic_write_text(path, text, durable=True)
     return path
 
 
@@ -580,42 +580,11 @@ def _lock_path(path: Path) -> Path:
     return Path(tempfile.gettempdir()) / f"latency-suite-baseline-{digest}.lock"
 
 
-def _scratch_prefix(path: Path) -> str:
-    return f".{path.name}."
-
-
 def _remove_stale_scratch(path: Path) -> None:
     """Temp files of a writer killed mid-save; only lock holders write them."""
-    for stale in path.parent.glob(f"{_scratch_prefix(path)}*.tmp"):
+    for stale in path.parent.glob(f"{scratch_prefix(path)}*.tmp"):
         with contextlib.suppress(OSError):
             stale.unlink()
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    fd, scratch = tempfile.mkstemp(prefix=_scratch_prefix(path), suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(scratch, 0o644)  # mkstemp's 0600 would hide a committed file from other users
-        os.replace(scratch, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(scratch)
-        raise
-    _fsync_directory(path.parent)
-
-
-def _fsync_directory(directory: Path) -> None:
-    """Makes the rename itself durable; POSIX only."""
-    if os.name != "posix":
-        return
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _display(path: Path) -> str:

@@ -7,7 +7,6 @@ injectable so the arithmetic can be tested with synthetic numbers.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, fields
@@ -15,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+
+from export.machine import usable_cpu_count, usable_cpus
 
 DEFAULT_THRESHOLD_CORES = 0.25
 
@@ -87,13 +88,6 @@ class Contention:
         return f"timings may be inflated by CPU contention: {self.describe()}"
 
 
-def usable_cpus() -> set[int] | None:
-    """The CPUs this process may run on, or None where affinity is not available."""
-    if hasattr(os, "sched_getaffinity"):
-        return set(os.sched_getaffinity(0))
-    return None
-
-
 def _online_cpus() -> list[int] | None:
     """Linux CPU ids in /proc/stat order (offline CPUs have no line there), e.g. "0-3,6"."""
     try:
@@ -139,11 +133,6 @@ def load_average_1m() -> float | None:
         return float(psutil.getloadavg()[0])
     except (AttributeError, OSError):
         return None
-
-
-def usable_cpu_count() -> int:
-    cpus = usable_cpus()
-    return len(cpus) if cpus else (psutil.cpu_count() or 1)
 
 
 @dataclass(frozen=True)

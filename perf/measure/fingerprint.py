@@ -11,7 +11,6 @@ import functools
 import hashlib
 import importlib.metadata
 import json
-import os
 import platform
 import re
 import shutil
@@ -20,6 +19,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import psutil
+
+from export.machine import cpu_info, usable_cpu_count
 
 NVIDIA_SMI_TIMEOUT_S = 5.0
 
@@ -60,17 +61,6 @@ def normalise_isa_flags(flags: Iterable[str]) -> list[str]:
     return sorted(normalised & set(RELEVANT_ISA_FLAGS))
 
 
-@functools.lru_cache(maxsize=1)
-def cpu_info() -> dict[str, Any]:
-    """py-cpuinfo's answer; cached because it takes a fraction of a second or more."""
-    import cpuinfo
-
-    try:
-        return dict(cpuinfo.get_cpu_info())
-    except Exception:  # py-cpuinfo probes many OS tools; a missing one must not fail a run
-        return {}
-
-
 def machine_fingerprint(info: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The machine; ``info`` replaces py-cpuinfo's dict (tests pass a fake)."""
     info = cpu_info() if info is None else info
@@ -79,7 +69,7 @@ def machine_fingerprint(info: Mapping[str, Any] | None = None) -> dict[str, Any]
         "cpu_arch": info.get("arch") or platform.machine(),
         "logical_cores": psutil.cpu_count(logical=True),
         "physical_cores": psutil.cpu_count(logical=False),
-        "usable_cores": usable_core_count(),
+        "usable_cores": usable_cpu_count(),
         "isa_flags": normalise_isa_flags(info.get("flags", [])),
         "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
         "os": platform.system(),
@@ -87,12 +77,6 @@ def machine_fingerprint(info: Mapping[str, Any] | None = None) -> dict[str, Any]
         "python": platform.python_version(),
         "gpu": gpu_info(),
     }
-
-
-def usable_core_count() -> int:
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
 
 
 def gpu_info() -> dict[str, Any] | None:

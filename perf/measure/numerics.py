@@ -16,7 +16,6 @@ import dataclasses
 import functools
 import hashlib
 import json
-import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ import numpy as np
 from export.cache import ModelCache
 from export.integer_numerics import emulate, saturates, saturation_bound, this_machine_isa
 from export.parity import compare_outputs, describe_result
+from perf.files import atomic_write_text
 from perf.measure.cases import PerfCase, case_inputs
 from perf.measure.models import Models, ResolvedModel
 from perf.measure.sessions import SessionSettings, session_runner
@@ -208,10 +208,7 @@ def _read_verdict(path: Path) -> NumericsVerdict | None:
 
 
 def _write_verdict(path: Path, verdict: NumericsVerdict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    scratch = path.with_suffix(f".{os.getpid()}.tmp")
-    scratch.write_text(json.dumps(verdict.to_dict(), indent=2) + "\n")
-    os.replace(scratch, path)
+    atomic_write_text(path, json.dumps(verdict.to_dict(), indent=2) + "\n")
 
 
 def numerics_subject(

@@ -16,8 +16,8 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from perf.files import atomic_write_bytes
 from perf.measurement import LatencyResult
-from perf.reports.files import atomic_write_bytes
 
 MAX_OVERVIEW_ROWS = 60
 MAX_HISTOGRAM_BINS = 80

@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from perf.baselines.regression import BaselineCheck
+from perf.files import atomic_write_text
 from perf.measurement import LatencyResult
-from perf.reports.files import atomic_write_bytes
 from perf.reports.summary import HEADERS, row
 from perf.stats.outcome import Outcome
 
@@ -157,11 +157,6 @@ def skipped_from_report(report: Any) -> tuple[str, str] | None:
     reason = longrepr[2] if isinstance(longrepr, tuple) and len(longrepr) == 3 else longrepr
     reason = str(reason).removeprefix("Skipped: ")
     return (match.group(1) if match else nodeid), reason
-
-
-def atomic_write_text(path: Path, text: str) -> Path:
-    """Write ``text`` (UTF-8) to a temporary file beside ``path``, then rename it over ``path``."""
-    return atomic_write_bytes(path, text.encode("utf-8"))
 
 
 @dataclass(frozen=True)
