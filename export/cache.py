@@ -190,8 +190,8 @@ class ModelCache:
         self.progress(f"building {recipe.name}")
         try:
             with quiet_library_logs():
-                details = self._produce(recipe, scratch, parent)
-            manifest = self._manifest(recipe, key, scratch, details, parent, started)
+                details = produce(recipe, scratch, parent, self.progress)
+            manifest = build_manifest(recipe, key, scratch, details, parent, started)
             (scratch / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
             final = self.entry_dir(recipe, key)
             if final.exists():
@@ -206,51 +206,6 @@ class ModelCache:
             f"({_megabytes(Artifact(final, manifest).size_bytes)})"
         )
         return Artifact(final, manifest)
-
-    def _produce(self, recipe: Recipe, out_dir: Path, parent: Artifact | None) -> dict[str, Any]:
-        """Write the artifact's files into ``out_dir``; return its manifest details."""
-        if parent is None:
-            details = self._produce_root(recipe, out_dir)
-            reference_dir = out_dir
-        else:
-            self.progress(f"{recipe.name}: {recipe.variant} transform of {parent.name}")
-            details = {"transform": TRANSFORMS[recipe.variant](parent.model_path, out_dir)}
-            reference_dir = _reference_dir(parent)
-        inputs, reference = load_reference(reference_dir)
-        self.progress(f"{recipe.name}: checking parity with its reference on CPU")
-        model_path = out_dir / MODEL_FILE
-        details["parity"] = check_parity(recipe.variant, model_path, inputs, reference).to_dict()
-        details["isa_parity"] = check_every_isa(recipe.variant, model_path, inputs, reference)
-        return details
-
-    def _produce_root(self, recipe: Recipe, out_dir: Path) -> dict[str, Any]:
-        source = recipe.source
-        if source.onnx_file is None:
-            from export.onnx_export import export_source  # needs torch: import only here
-
-            return export_source(source, out_dir, self.progress)
-        return _copy_user_model(source.onnx_file, dict(source.dims), out_dir)
-
-    def _manifest(
-        self,
-        recipe: Recipe,
-        key: str,
-        directory: Path,
-        details: dict[str, Any],
-        parent: Artifact | None,
-        started: float,
-    ) -> dict[str, Any]:
-        return {
-            "cache_format": CACHE_FORMAT,
-            "name": recipe.name,
-            "key": key,
-            "recipe": recipe.description(),
-            "parent": None if parent is None else {"name": parent.name, "key": parent.key},
-            "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            "build_seconds": round(time.perf_counter() - started, 2),
-            **details,
-            "files": {path.name: _file_record(path) for path in sorted(directory.iterdir())},
-        }
 
     def reference_dir(self, recipe: Recipe) -> Path:
         """Where the reference outputs that ``recipe``'s parity is judged against live."""
@@ -295,6 +250,55 @@ class ModelCache:
                 removed.append(path)
         shutil.rmtree(self.root / ".tmp", ignore_errors=True)
         return removed
+
+
+def produce(
+    recipe: Recipe, out_dir: Path, parent: Artifact | None, progress: Progress
+) -> dict[str, Any]:
+    """Write the artifact's files into ``out_dir``; return its manifest details."""
+    if parent is None:
+        details = _produce_root(recipe, out_dir, progress)
+        reference_dir = out_dir
+    else:
+        progress(f"{recipe.name}: {recipe.variant} transform of {parent.name}")
+        details = {"transform": TRANSFORMS[recipe.variant](parent.model_path, out_dir)}
+        reference_dir = _reference_dir(parent)
+    inputs, reference = load_reference(reference_dir)
+    progress(f"{recipe.name}: checking parity with its reference on CPU")
+    model_path = out_dir / MODEL_FILE
+    details["parity"] = check_parity(recipe.variant, model_path, inputs, reference).to_dict()
+    details["isa_parity"] = check_every_isa(recipe.variant, model_path, inputs, reference)
+    return details
+
+
+def _produce_root(recipe: Recipe, out_dir: Path, progress: Progress) -> dict[str, Any]:
+    source = recipe.source
+    if source.onnx_file is None:
+        from export.onnx_export import export_source  # needs torch: import only here
+
+        return export_source(source, out_dir, progress)
+    return _copy_user_model(source.onnx_file, dict(source.dims), out_dir)
+
+
+def build_manifest(
+    recipe: Recipe,
+    key: str,
+    directory: Path,
+    details: dict[str, Any],
+    parent: Artifact | None,
+    started: float,
+) -> dict[str, Any]:
+    return {
+        "cache_format": CACHE_FORMAT,
+        "name": recipe.name,
+        "key": key,
+        "recipe": recipe.description(),
+        "parent": None if parent is None else {"name": parent.name, "key": parent.key},
+        "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "build_seconds": round(time.perf_counter() - started, 2),
+        **details,
+        "files": {path.name: _file_record(path) for path in sorted(directory.iterdir())},
+    }
 
 
 def _manifest_key(directory: Path) -> str | None:
