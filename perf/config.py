@@ -65,6 +65,7 @@ class PerfOptions:
     against: RefTree | None = None  # --perf-against: A/B with this commit's models
     against_unchanged: bool = False  # measure unchanged artifacts too, as an A/A
     undecided: UndecidedPolicy = UndecidedPolicy.WARN  # what inconclusive comparisons do
+    debug: bool = False  # --perf-debug: tracebacks with errors and failures
 
 
 # (option, ini name, help, ini default)
@@ -167,6 +168,11 @@ def add_options(parser: pytest.Parser) -> None:
         default=None,
         metavar="DIR",
         help="write report.md, summary.md, report.json and PNG plots to DIR",
+    )
+    group.addoption(
+        "--perf-debug",
+        action="store_true",
+        help="show the traceback behind an input error or a failed benchmark",
     )
     group.addoption(
         "--perf-undecided",
@@ -289,6 +295,7 @@ def _options(config: pytest.Config) -> PerfOptions:
         emulate_isa=config.getoption("perf_emulate_isa"),
         against=_against(config),
         against_unchanged=config.getoption("perf_against_unchanged"),
+        debug=config.getoption("perf_debug"),
     )
 
 
@@ -372,6 +379,21 @@ def _refuse_parallel_benchmarks(config: pytest.Config) -> None:
         )
 
 
+def _check_output_dirs(config: pytest.Config, options: PerfOptions) -> None:
+    """Folders the run writes into at its end must be folders (or not exist yet), up front."""
+    wanted = {
+        "--perf-report": config.getoption("perf_report"),
+        "--perf-baselines": options.baselines_dir,
+        "--perf-cache": options.cache_dir,
+    }
+    for option, path in wanted.items():
+        if path is not None and Path(path).exists() and not Path(path).is_dir():
+            raise ConfigError(
+                f"{option} {path}: is a file, and a folder is needed; name a folder (it is "
+                "created if missing)"
+            )
+
+
 def one_line(error: BaseException) -> str:
     return " ".join(str(error).split())
 
@@ -383,6 +405,9 @@ def read_options(config: pytest.Config) -> PerfOptions:
         options = _options(config)
         _check_model_files(options)
         _check_weights(options.weights)
+        _check_output_dirs(config, options)
     except (SelectionError, GitRefError, UserFileError, ValueError) as error:
+        if config.getoption("perf_debug"):
+            raise
         raise ConfigError(one_line(error)) from None
     return options

@@ -42,6 +42,8 @@ def pytest_configure(config: pytest.Config) -> None:
         options = read_options(config)
         rules = load_rules(config.rootpath / "pyproject.toml")
     except (ConfigError, BudgetConfigError) as error:
+        if config.getoption("perf_debug"):
+            raise
         raise pytest.UsageError(one_line(error)) from None
     run = PerfRun(options, rules)
     if options.compare:
@@ -55,7 +57,9 @@ def pytest_configure(config: pytest.Config) -> None:
         try:
             run.baselines.baseline  # noqa: B018 - load now: a malformed file is an error at start
         except BaselineError as error:
-            raise pytest.UsageError(str(error)) from error
+            if options.debug:
+                raise
+            raise pytest.UsageError(one_line(error)) from None
     config.stash[RUN_KEY] = run
 
 

@@ -19,17 +19,16 @@ from perf.stats.outcome import Outcome, UndecidedPolicy
 
 
 @contextlib.contextmanager
-def unavailable_or_refused() -> Iterator[None]:
+def unavailable_or_refused(debug: bool = False) -> Iterator[None]:
     """A provider or op this machine cannot run becomes a skip that says why; a model that
-    computes wrong numbers here fails, since its timings would be of a wrong model."""
+    computes wrong numbers here, or that onnxruntime rejects, fails with one line (its
+    traceback too with ``debug``)."""
     try:
         yield
     except ProviderSkip as skip:
         pytest.skip(skip.reason)
-    except NumericsRefused as refused:
-        pytest.fail(f"not benchmarked: {refused}", pytrace=False)
-    except ModelLoadError as error:  # onnxruntime rejected the model itself: its message says why
-        pytest.fail(f"not benchmarked: {error}", pytrace=False)
+    except (NumericsRefused, ModelLoadError) as error:
+        pytest.fail(f"not benchmarked: {error}", pytrace=debug)
 
 
 def _record(request: pytest.FixtureRequest, samples_ms: Any, extra: dict[str, Any]) -> Any:
@@ -67,7 +66,7 @@ def test_latency(perf_case: PerfCase, perf_run: PerfRun, request: pytest.Fixture
     if perf_run.against is not None:
         _against(perf_case, perf_run, request)
         return
-    with unavailable_or_refused():
+    with unavailable_or_refused(perf_run.options.debug):
         result = perf_run.measure(perf_case)
     benchmark = _record_result(request, result)
     failures = []
@@ -95,7 +94,7 @@ def test_latency(perf_case: PerfCase, perf_run: PerfRun, request: pytest.Fixture
 
 def _against(case: PerfCase, run: PerfRun, request: pytest.FixtureRequest) -> None:
     """--perf-against REF: the paired A/B verdict decides, as --benchmark-compare would."""
-    with unavailable_or_refused():
+    with unavailable_or_refused(run.options.debug):
         outcome = run.compare_against(case)
     if outcome.measured is not None:  # the working tree's samples, for pytest-benchmark's JSON
         samples = outcome.measured.b_samples_ms
@@ -109,7 +108,7 @@ def _against(case: PerfCase, run: PerfRun, request: pytest.FixtureRequest) -> No
 def test_torch_eager_reference(
     eager_case: PerfCase, perf_run: PerfRun, request: pytest.FixtureRequest
 ) -> None:
-    with unavailable_or_refused():
+    with unavailable_or_refused(perf_run.options.debug):
         result = perf_run.measure_torch(eager_case)
     _record_result(request, result)
 
@@ -117,5 +116,5 @@ def test_torch_eager_reference(
 def test_concurrent_throughput(concurrency_case: PerfCase, perf_run: PerfRun) -> None:
     """Requests/s of N threads on one session: in the summary and report, not a per-call
     benchmark for pytest-benchmark."""
-    with unavailable_or_refused():
+    with unavailable_or_refused(perf_run.options.debug):
         perf_run.measure_concurrency(concurrency_case)

@@ -261,3 +261,25 @@ def test_option_parsers_raise_only_their_own_errors(text: str) -> None:
         lambda: parse_assignments([text], "--perf-dim"),
     ):
         _one_line_or_accepted(parse, (SelectionError, ValueError))
+
+
+def test_a_file_where_a_folder_is_needed(suite: Suite) -> None:
+    where = suite.pytester.path / "report.txt"
+    where.write_text("not a folder")
+
+    result = suite.run(f"--perf-report={where}", "--perf-variants=tiny/fp32")
+
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert f"--perf-report {where}: is a file, and a folder is needed" in output(result)
+    assert where.read_text() == "not a folder"
+
+
+def test_perf_debug_shows_the_traceback_behind_an_input_error(suite: Suite) -> None:
+    bad = suite.pytester.path / "bad.onnx"
+    bad.write_bytes(b"\x00\xff" * 100)
+
+    plain = suite.run(f"--perf-model={bad}", "-o", "perf_variants=", variants=None)
+    debug = suite.run(f"--perf-model={bad}", "--perf-debug", "-o", "perf_variants=", variants=None)
+
+    assert "Traceback" not in output(plain)
+    assert "Traceback" in output(debug) and "UserFileError" in output(debug)
