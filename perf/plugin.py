@@ -212,13 +212,15 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         ]
         headers = ("configuration", "threads", "throughput", "P50", "P99 [95% CI]")
         terminalreporter.write_line(format_table(rows, headers))
-    compared = [(bench, c.comparison) for bench, c in run.baselines.checks.items() if c.comparison]
-    if run.baselines.checks:
+    checks = run.baselines.checks
+    # The table holds the verdicts of stored runs; a verdict measured side by side is a line.
+    by_runs = [(b, c.comparison) for b, c in checks.items() if c.comparison and not c.interleaved]
+    if checks:
         terminalreporter.section("against the stored baseline")
-        if compared:
-            terminalreporter.write_line(format_comparison_table(compared))
-        for check in run.baselines.checks.values():
-            if check.outcome is not Outcome.SAME:
+        if by_runs:
+            terminalreporter.write_line(format_comparison_table(by_runs))
+        for check in checks.values():
+            if check.outcome is not Outcome.SAME or check.interleaved:
                 terminalreporter.write_line(check.message)
     if run.against is not None and run.against.outcomes:
         terminalreporter.section(f"A/B against {run.against.ref}")

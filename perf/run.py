@@ -28,6 +28,7 @@ from perf.measurement import (
 )
 from perf.scenarios.ab import ABOutcome
 from perf.scenarios.against import against_gate
+from perf.scenarios.stored import side_by_side_with_stored
 
 log = logging.getLogger("perf")
 
@@ -60,7 +61,9 @@ class PerfRun:
             )
         self.results: list[LatencyResult] = []
         self.concurrency_results: list[tuple[PerfCase, ConcurrencyResult]] = []
-        self.baselines = BaselineGate(options.baselines_dir, force=options.force_compare)
+        self.baselines = BaselineGate(
+            options.baselines_dir, force=options.force_compare, remeasure=self._stored_side_by_side
+        )
 
     def settings(self, provider: str) -> SessionSettings:
         cache_dir = self.models.cache.root / ".provider-cache"
@@ -107,6 +110,10 @@ class PerfRun:
         check_available(resolve_provider(case.provider))
         settings = dataclasses.replace(self.settings(case.provider), spinning=False)
         return self.against.check(case, settings)
+
+    def _stored_side_by_side(self, case: PerfCase, stored_key: str) -> ABOutcome | None:
+        settings = dataclasses.replace(self.settings(case.provider), spinning=False)
+        return side_by_side_with_stored(case, stored_key, self.models, settings, self.options)
 
     def _warn_if_contended(self, result: LatencyResult) -> None:
         warning = result.samples.contention.warning()

@@ -554,3 +554,86 @@ def test_the_gate_records_each_check_by_benchmark(tmp_path: Path) -> None:
 
     assert check.regressed
     assert run.baselines.checks == {BENCH: check}
+
+
+# --- a changed model: the stored model measured side by side -------------------------------------
+
+
+class FakeSideBySide:
+    def __init__(self, outcome: Outcome) -> None:
+        self.outcome = outcome
+
+    def line(self) -> str:
+        return f"x1.12 [1.08, 1.16] {self.outcome} (B/A P50)"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"outcome": self.outcome.value, "ratio": 1.12}
+
+
+def _gate_with(tmp_path: Path, remeasure: Any) -> BaselineGate:
+    stored_baseline(tmp_path)  # model key "key-1"
+    gate = BaselineGate(tmp_path, remeasure=remeasure)
+    gate.fingerprint = (MACHINE, SOFTWARE)
+    return gate
+
+
+def test_a_changed_model_is_measured_side_by_side_with_the_stored_one(tmp_path: Path) -> None:
+    asked: list[tuple[str, str]] = []
+
+    def remeasure(case: PerfCase, key: str) -> FakeSideBySide:
+        asked.append((case.id, key))
+        return FakeSideBySide(Outcome.SLOWER)
+
+    gate = _gate_with(tmp_path, remeasure)
+    changed = dataclasses.replace(make_result(make_samples(latencies(2.0))), model_key="key-2")
+
+    check = gate.check(changed)
+
+    assert asked == [(BENCH, "key-1")]
+    assert check.outcome is Outcome.SLOWER and check.regressed
+    assert "vs its stored model (key-1), measured side by side: x1.12" in check.message
+    assert "(against the stored runs alone: " in check.message
+    assert check.comparison is not None  # the stored runs are still reported
+    assert check.to_dict()["interleaved"] == {"outcome": "slower", "ratio": 1.12}
+
+
+def test_the_same_model_or_an_uncached_one_is_judged_by_the_stored_runs(tmp_path: Path) -> None:
+    asked: list[str] = []
+
+    def not_cached(case: PerfCase, key: str) -> None:
+        asked.append(key)
+
+    gate = _gate_with(tmp_path, not_cached)
+    same = make_result(make_samples(latencies(2.0)))
+    changed = dataclasses.replace(same, model_key="key-2")
+
+    unchanged_check, uncached_check = gate.check(same), gate.check(changed)
+
+    assert asked == ["key-1"]  # only for the changed model
+    for check in (unchanged_check, uncached_check):
+        assert check.interleaved is None and check.comparison is not None
+        assert check.outcome is check.comparison.verdict
+
+
+def test_end_to_end_the_stored_model_is_found_in_the_cache_and_measured(
+    suite: Suite, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Stored runs of a model built by 'other code' (another cache key), then a run of this
+    code's model: the stored artifact is still cached, so both are measured side by side."""
+    from export import recipes
+
+    root = suite.pytester.path / "bl"
+    real_digest = recipes.build_code_digest()
+    monkeypatch.setattr(recipes, "build_code_digest", lambda: "earlier build code")
+    record(suite, root)
+    monkeypatch.setattr(recipes, "build_code_digest", lambda: real_digest)
+    checks = BaselineChecks()
+
+    result = compare(suite, root, checks=checks)
+
+    check = checks.checks[BENCH]
+    assert check.interleaved is not None, output(result)
+    assert check.interleaved["against"].startswith("the stored model ")
+    assert check.interleaved["comparison"]["rounds"] >= 3
+    assert "measured side by side" in output(result)
+    assert check.outcome is not Outcome.SLOWER  # the same graph on both sides

@@ -3,20 +3,44 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from perf.baselines.regression import BaselineCheck, baseline_entry, check_against_baseline
 from perf.baselines.store import BaselineFile, find_baseline, save_baselines
+from perf.measure.cases import PerfCase
 from perf.measure.fingerprint import machine_and_software
 from perf.measurement import LatencyResult
+from perf.stats.outcome import Outcome
+
+
+class SideBySide(Protocol):
+    """What measuring the stored model interleaved with this run's gives (an ABOutcome)."""
+
+    outcome: Outcome
+
+    def line(self) -> str: ...
+
+    def to_dict(self) -> dict[str, Any]: ...
+
+
+# Measures the case's model stored under a cache key interleaved with this run's model; None
+# when that model is no longer in the cache.
+Remeasure = Callable[[PerfCase, str], SideBySide | None]
 
 
 class BaselineGate:
-    def __init__(self, directory: Path, force: bool = False) -> None:
+    """``remeasure``: when a benchmark's model changed since its stored runs and the stored
+    model is still cached, the verdict comes from measuring both side by side (drift hits both
+    alike), and the stored runs are reported beside it."""
+
+    def __init__(
+        self, directory: Path, force: bool = False, remeasure: Remeasure | None = None
+    ) -> None:
         self.directory = directory
         self.force = force
+        self.remeasure = remeasure
         self.checks: dict[str, BaselineCheck] = {}
 
     @functools.cached_property
@@ -37,8 +61,26 @@ class BaselineGate:
             force=self.force,
             where=str(self.directory),
         )
+        verdict = self._side_by_side(result, verdict)
         self.checks[result.case.id] = verdict
         return verdict
+
+    def _side_by_side(self, result: LatencyResult, stored: BaselineCheck) -> BaselineCheck:
+        if self.remeasure is None or self.baseline is None or stored.comparison is None:
+            return stored  # no comparable stored runs: nothing says which model to measure
+        key = self.baseline.entry(result.case.id).model_key
+        if key is None or key == result.model_key:
+            return stored  # the same artifact: the stored runs judge what else changed
+        measured = self.remeasure(result.case, key)
+        if measured is None:
+            return stored
+        return BaselineCheck(
+            measured.outcome,
+            f"{result.case.id} vs its stored model ({key[:16]}), measured side by side: "
+            f"{measured.line()}\n(against the stored runs alone: {stored.outcome})",
+            stored.comparison,
+            interleaved=measured.to_dict(),
+        )
 
     def save(self, results: Sequence[LatencyResult]) -> tuple[Path | None, list[str]]:
         """Store the quiet runs; returns the file (None if nothing was stored) and a line for

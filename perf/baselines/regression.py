@@ -21,7 +21,8 @@ class BaselineCheck:
 
     outcome: Outcome
     message: str
-    comparison: Comparison | None = None
+    comparison: Comparison | None = None  # against the stored runs
+    interleaved: Mapping[str, Any] | None = None  # against the stored model, measured side by side
 
     @property
     def regressed(self) -> bool:
@@ -32,6 +33,7 @@ class BaselineCheck:
             "outcome": self.outcome.value,
             "message": self.message,
             "comparison": None if self.comparison is None else self.comparison.to_dict(),
+            "interleaved": None if self.interleaved is None else dict(self.interleaved),
         }
 
 

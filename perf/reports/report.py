@@ -325,7 +325,7 @@ def _outcome(check: BaselineCheck) -> str:
 
 
 def _check_details(check: BaselineCheck) -> str:
-    if check.comparison is None:
+    if check.comparison is None or check.interleaved:
         return check.message
     return "<br>".join(c.format() for c in check.comparison.changes)
 

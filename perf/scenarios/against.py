@@ -7,6 +7,7 @@ A/A with ``--perf-against-unchanged``). The others are measured interleaved (``p
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,36 @@ def _opener(path: Path, settings: SessionSettings, inputs: Mapping[str, np.ndarr
     session = open_session(path, settings)
     feed = dict(inputs)
     return lambda: session.run(None, feed)
+
+
+def measure_pair(
+    case_id: str,
+    label: str,
+    a_path: Path,
+    b_path: Path,
+    settings: SessionSettings,
+    inputs: Mapping[str, np.ndarray],
+    policy: ABPolicy,
+    progress: Callable[[str], None] | None = None,
+) -> ABOutcome:
+    """A (``label``: REF, or a stored model) and B (the working tree's) measured interleaved,
+    with other processes' CPU use recorded over the rounds."""
+    with ContentionMonitor() as monitor:
+        measured = interleave(
+            lambda: _opener(a_path, settings, inputs),
+            lambda: _opener(b_path, settings, inputs),
+            policy,
+            progress=progress,
+        )
+    return ABOutcome(
+        case_id,
+        label,
+        measured.comparison.verdict,
+        measured.comparison.reason,
+        measured=measured,
+        settings=settings.to_dict(),
+        contention=monitor.result,
+    )
 
 
 def against_gate(
@@ -121,22 +152,12 @@ class AgainstGate:
         if refused:
             return self._outcome(case, Outcome.REFUSED, refused)
         inputs = self.inputs_for(head.path, case)
-        with ContentionMonitor() as monitor:
-            measured = interleave(
-                lambda: _opener(ref_path, settings, inputs),
-                lambda: _opener(head.path, settings, inputs),
-                self.policy,
-                progress=self.progress,
-            )
-        reason = "same artifact, measured as an A/A" if same else measured.comparison.reason
-        return self._outcome(
-            case,
-            measured.comparison.verdict,
-            reason,
-            measured=measured,
-            settings=settings.to_dict(),
-            contention=monitor.result,
+        outcome = measure_pair(
+            case.id, self.ref, ref_path, head.path, settings, inputs, self.policy, self.progress
         )
+        if same:
+            return dataclasses.replace(outcome, reason="same artifact, measured as an A/A")
+        return outcome
 
     def _check_ref(
         self, case: PerfCase, ref_path: Path, ref_key: str, settings: SessionSettings
