@@ -130,11 +130,17 @@ def _judged(extra: dict[str, Any], kind: str, mode: str) -> dict[str, Any]:
         for c in comparison.get("changes", [])
     }  # fmt: skip
     p50 = changes.get("P50", {})
+    side_by_side = (check.get("interleaved") or {}).get("comparison") or {}
     return {
         "verdict": check["outcome"],
+        "decided_by": "side by side" if side_by_side else "stored runs",
         "comparison_verdict": comparison.get("verdict"),
-        "ratio": p50.get("ratio"),
-        "interval": p50.get("interval"),
+        # The ratio that decided: the side-by-side one for a changed model, else the stored runs'.
+        "ratio": side_by_side.get("ratio", p50.get("ratio")),
+        "interval": [side_by_side["low"], side_by_side["high"]]
+        if side_by_side
+        else p50.get("interval"),
+        "stored_runs_ratio": p50.get("ratio"),
         "quantiles": changes,
         "baseline_runs": comparison.get("baseline_runs"),
         **busy,

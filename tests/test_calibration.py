@@ -143,3 +143,17 @@ def test_an_against_row_reads_measured_and_refused_outcomes() -> None:
     assert row["verdict"] == "slower" and row["ratio"] == measured.comparison.ratio
     assert row["rounds"] == len(measured.rounds) and row["other_cores_busy"] == 0.0
     assert none["verdict"] == "refused" and none["ratio"] is None
+
+
+def test_a_baseline_row_decided_side_by_side_reports_that_ratio() -> None:
+    from perf.baselines.regression import BaselineCheck
+
+    measured = _interleave(20.0, 22.0, seed=0)
+    side = ABOutcome("cnn/fp32-cpu-3s", "the stored model k", measured.comparison.verdict, "",
+                     measured)  # fmt: skip
+    check = BaselineCheck(Outcome.SLOWER, "vs its stored model", None, side.to_dict())
+
+    row = calibration._judged({"baseline": check.to_dict()}, "ab", "baseline")
+
+    assert row["decided_by"] == "side by side" and row["verdict"] == "slower"
+    assert row["ratio"] == measured.comparison.ratio and row["stored_runs_ratio"] is None
