@@ -12,6 +12,7 @@ import dataclasses
 import functools
 import hashlib
 import json
+from collections.abc import Iterable
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -96,10 +97,13 @@ def build_code_digest(package: Path = Path(__file__).parent) -> str:
     hashed as its syntax tree without docstrings, so a comment, docstring or formatting edit
     keeps every key while any change to what runs makes a new one.
     """
+    return code_digest(p for p in sorted(package.glob("*.py")) if p.name not in NOT_BUILD_CODE)
+
+
+def code_digest(paths: Iterable[Path]) -> str:
+    """sha256 of Python files' code: syntax trees without docstrings, comments or layout."""
     digest = hashlib.sha256()
-    for path in sorted(package.glob("*.py")):
-        if path.name in NOT_BUILD_CODE:
-            continue
+    for path in paths:
         digest.update(path.name.encode() + b"\0")
         digest.update(_code_without_docs(path.read_text(encoding="utf-8")).encode())
     return digest.hexdigest()

@@ -637,3 +637,18 @@ def test_end_to_end_the_stored_model_is_found_in_the_cache_and_measured(
     assert check.interleaved["comparison"]["rounds"] >= 3
     assert "measured side by side" in output(result)
     assert check.outcome is not Outcome.SLOWER  # the same graph on both sides
+
+
+def test_runs_timed_by_other_measuring_code_are_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from perf.baselines import regression
+
+    monkeypatch.setattr(regression, "measuring_code_digest", lambda: "0ld5amp1ingc0de")
+    baseline = stored_baseline(tmp_path)
+    monkeypatch.undo()
+
+    check = judge(baseline, make_samples(latencies(2.0)))
+
+    assert check.outcome is Outcome.REFUSED
+    assert "measuring_code: baseline '0ld5amp1ingc0de' != current" in check.message

@@ -9,7 +9,7 @@ from typing import Any
 
 from perf.baselines.store import BaselineEntry, BaselineFile, check_compatible, model_changed
 from perf.measure.cases import PerfCase
-from perf.measure.sampling import Samples
+from perf.measure.sampling import Samples, measuring_code_digest
 from perf.measurement import LatencyResult
 from perf.stats.compare import Comparison, RunSummary, compare_runs
 from perf.stats.outcome import Outcome
@@ -44,6 +44,7 @@ def baseline_settings(case: PerfCase, settings: Mapping[str, Any]) -> dict[str, 
         "intra_op_threads": settings.get("effective_intra_op_threads"),
         "duration_s": case.duration_s,
         "batch": case.batch,
+        "measuring_code": measuring_code_digest(),
     }
 
 

@@ -75,6 +75,7 @@ SETTING_FIELDS = (
     "spinning",
     "duration_s",
     "batch",
+    "measuring_code",  # perf/measure/sampling.py: runs timed by other code are not alike
 )
 FIX_HINT = "fix the file, or delete it and re-record with pytest perf/ --perf-save-baseline"
 LOCK_TIMEOUT_S = 60.0

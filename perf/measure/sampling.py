@@ -13,11 +13,24 @@ import dataclasses
 import statistics
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+from export.recipes import code_digest
 from perf.measure.contention import Contention, ContentionMonitor
 from perf.stats.compare import Segment
 from perf.stats.percentiles import min_samples_for_upper_bound
+
+# The code that decides how calls are timed: runs timed by other code are not alike, and a stored
+# baseline records this so that a comparison refuses runs measured differently.
+MEASURING_CODE = ("sampling.py", "sessions.py", "contention.py")
+
+
+def measuring_code_digest() -> str:
+    """The first 16 hex digits of a digest of MEASURING_CODE (comments and docstrings aside)."""
+    here = Path(__file__).parent
+    return code_digest(here / name for name in MEASURING_CODE)[:16]
+
 
 Call = Callable[[], Any]
 OpenCall = Callable[[], Call]  # creates a fresh session, returns a function that runs it once
