@@ -1,0 +1,104 @@
+"""The open-loop scheduler on a fake clock: seeded Poisson arrivals, latency from the schedule."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from perf.scenarios.open_loop import LAG_LIMIT_MS, Request, poisson_schedule, run_open_loop
+
+
+class FakeClock:
+    """Time moves only when a fake model serves or a worker sleeps (plus ``late`` per sleep)."""
+
+    def __init__(self, late_s: float = 0.0) -> None:
+        self.t = 100.0
+        self.late_s = late_s
+
+    def now(self) -> float:
+        return self.t
+
+    def sleep_until(self, t: float) -> None:
+        if t > self.t:
+            self.t = t + self.late_s
+
+
+def slow_model(clock: FakeClock, seconds: float):
+    def serve(_request: Request) -> None:
+        clock.t += seconds
+
+    return serve
+
+
+def test_latency_counts_from_the_scheduled_arrival_with_the_queue_in_it() -> None:
+    clock = FakeClock()
+    schedule = (Request(0, 0.1), Request(1, 0.2), Request(2, 1.0))
+
+    run = run_open_loop(schedule, slow_model(clock, 0.3), rate_rps=3.0, clock=clock)
+
+    assert [round(s.latency_ms) for s in run.served] == [300, 500, 300]
+    assert [round(s.queue_ms) for s in run.served] == [0, 200, 0]  # 1 waited behind 0
+    assert [round(s.service_ms) for s in run.served] == [300, 300, 300]
+    assert run.values("issue_delay_ms") == [0.0, 0.0, 0.0]
+    assert run.seconds == pytest.approx(1.3) and run.unserved == 0
+
+
+def test_an_overloaded_run_builds_a_queue_a_closed_loop_never_sees() -> None:
+    clock = FakeClock()
+    schedule = tuple(Request(i, 0.1 * i) for i in range(20))  # 10 req/s on a 5 req/s model
+
+    run = run_open_loop(schedule, slow_model(clock, 0.2), rate_rps=10.0, clock=clock)
+
+    latencies = run.values("latency_ms")
+    assert latencies[0] == pytest.approx(200)
+    assert latencies[-1] == pytest.approx(200 + 19 * 100)  # each waits 100 ms more
+    assert run.achieved_rps == pytest.approx(20 / 4.0)
+
+
+def test_requests_not_started_by_the_deadline_are_counted_unserved() -> None:
+    clock = FakeClock()
+    schedule = tuple(Request(i, 0.1 * i) for i in range(20))
+
+    run = run_open_loop(
+        schedule, slow_model(clock, 0.2), rate_rps=10.0, deadline_s=1.05, clock=clock
+    )
+
+    assert len(run.served) == 6 and run.unserved == 14  # started at 0, 0.2, ... 1.0 s
+
+
+def test_a_late_generator_is_measured_and_flagged() -> None:
+    clock = FakeClock(late_s=0.010)
+    schedule = poisson_schedule(1.0, 50, seed=1)
+
+    run = run_open_loop(schedule, slow_model(clock, 0.01), rate_rps=1.0, clock=clock)
+
+    assert run.issue_delay_p99_ms == pytest.approx(10.0)
+    assert run.generator_fell_behind and LAG_LIMIT_MS < 10.0
+    assert run.to_dict()["generator_fell_behind"] is True
+
+
+def test_the_schedule_is_seeded_and_its_gaps_are_exponential_at_the_rate() -> None:
+    first, again = poisson_schedule(4.0, 2000, seed=7), poisson_schedule(4.0, 2000, seed=7)
+    gaps = np.diff([0.0] + [r.arrival_s for r in first])
+
+    assert first == again and poisson_schedule(4.0, 2000, seed=8) != first
+    assert [r.index for r in first] == list(range(2000))
+    assert stats.kstest(gaps, "expon", args=(0, 1 / 4.0)).pvalue > 0.01
+    assert np.mean(gaps) == pytest.approx(0.25, rel=0.1)
+
+
+@pytest.mark.parametrize("rate", [0.0, -1.0, float("nan"), float("inf")])
+def test_a_rate_that_is_not_positive_is_refused(rate: float) -> None:
+    with pytest.raises(ValueError, match="positive number of requests per second"):
+        poisson_schedule(rate, 10)
+
+
+def test_several_workers_serve_every_request_once() -> None:
+    served: list[int] = []
+    schedule = tuple(Request(i, 0.0) for i in range(40))
+
+    run = run_open_loop(schedule, lambda r: served.append(r.index), rate_rps=1e6, workers=3)
+
+    assert sorted(served) == list(range(40))
+    assert [s.request.index for s in run.served] == list(range(40))
