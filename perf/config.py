@@ -32,6 +32,7 @@ from perf.measure.cases import (
 )
 from perf.measure.providers import default_provider_names, provider_info
 from perf.measure.sampling import SamplingPolicy
+from perf.scenarios.server import SCENARIOS, parse_rates
 from perf.stats.outcome import UndecidedPolicy
 
 
@@ -66,6 +67,9 @@ class PerfOptions:
     against_unchanged: bool = False  # measure unchanged artifacts too, as an A/A
     undecided: UndecidedPolicy = UndecidedPolicy.WARN  # what inconclusive comparisons do
     debug: bool = False  # --perf-debug: tracebacks with errors and failures
+    scenario: str = "single-stream"  # or "server": open-loop Poisson arrivals at each rate
+    rates: tuple[float, ...] = ()  # --perf-rate, requests per second
+    workers: int = 1  # --perf-workers: threads sharing one session in the server scenario
 
 
 # (option, ini name, help, ini default)
@@ -168,6 +172,26 @@ def add_options(parser: pytest.Parser) -> None:
         default=None,
         metavar="DIR",
         help="write report.md, summary.md, report.json and PNG plots to DIR",
+    )
+    group.addoption(
+        "--perf-scenario",
+        choices=SCENARIOS,
+        default="single-stream",
+        help="single-stream (default: one call at a time) or server (requests arriving as a "
+        "Poisson process at --perf-rate, latency from each one's scheduled arrival)",
+    )
+    group.addoption(
+        "--perf-rate",
+        action="append",
+        default=None,
+        metavar="REQ_PER_S",
+        help="server scenario: offered load in requests per second, e.g. 2 or 1,2,3",
+    )
+    group.addoption(
+        "--perf-workers",
+        type=int,
+        default=1,
+        help="server scenario: threads sharing one session (default 1: one at a time)",
     )
     group.addoption(
         "--perf-debug",
@@ -296,6 +320,9 @@ def _options(config: pytest.Config) -> PerfOptions:
         against=_against(config),
         against_unchanged=config.getoption("perf_against_unchanged"),
         debug=config.getoption("perf_debug"),
+        scenario=config.getoption("perf_scenario"),
+        rates=parse_rates(config.getoption("perf_rate")),
+        workers=config.getoption("perf_workers"),
     )
 
 
@@ -379,6 +406,18 @@ def _refuse_parallel_benchmarks(config: pytest.Config) -> None:
         )
 
 
+def _check_scenario(options: PerfOptions) -> None:
+    if options.scenario == "server" and not options.rates:
+        raise ConfigError(
+            "--perf-scenario server needs --perf-rate REQ_PER_S (e.g. --perf-rate 2): the "
+            "offered load in requests per second"
+        )
+    if options.rates and options.scenario != "server":
+        raise ConfigError("--perf-rate applies to --perf-scenario server; add that, or drop it")
+    if options.workers < 1:
+        raise ConfigError(f"--perf-workers {options.workers}: at least 1 thread")
+
+
 def _check_output_dirs(config: pytest.Config, options: PerfOptions) -> None:
     """Folders the run writes into at its end must be folders (or not exist yet), up front."""
     wanted = {
@@ -406,6 +445,7 @@ def read_options(config: pytest.Config) -> PerfOptions:
         _check_model_files(options)
         _check_weights(options.weights)
         _check_output_dirs(config, options)
+        _check_scenario(options)
     except (SelectionError, GitRefError, UserFileError, ValueError) as error:
         if config.getoption("perf_debug"):
             raise

@@ -23,6 +23,7 @@ from perf.measure.providers import (
 from perf.reports.report import ReportContent, skipped_from_report, write_report
 from perf.reports.summary import format_table, summary_table
 from perf.run import PerfRun
+from perf.scenarios.server import SERVER_HEADERS, server_rows
 from perf.stats.compare import MIN_BASELINE_RUNS, format_comparison_table
 from perf.stats.outcome import Outcome
 
@@ -84,21 +85,38 @@ def record_samples(benchmark: Any, samples_ms: Sequence[float], extra_info: dict
         stats.update(value / 1e3)  # pytest-benchmark stores seconds
 
 
+FIXTURES_BY_SCENARIO = {
+    "single-stream": ("perf_case", "eager_case", "concurrency_case"),
+    "server": ("server_case",),
+}
+
+
+def _off(metafunc: pytest.Metafunc, name: str, reason: str) -> None:
+    metafunc.parametrize(
+        name, [pytest.param(None, marks=pytest.mark.skip(reason=reason))], ids=["off"]
+    )
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    names = metafunc.fixturenames
-    if not {"perf_case", "eager_case", "concurrency_case"} & set(names):
+    names = set(metafunc.fixturenames)
+    wanted = {name for group in FIXTURES_BY_SCENARIO.values() for name in group} & names
+    if not wanted:
         return
     options = perf_run_of(metafunc.config).options
-    if "perf_case" in names:
-        cases = build_cases(
-            options.variants,
-            options.providers,
-            options.durations,
-            options.batch,
-            options.model_files,
-        )
+    (name,) = wanted
+    if name not in FIXTURES_BY_SCENARIO[options.scenario]:
+        _off(metafunc, name, f"--perf-scenario {options.scenario}")
+        return
+    cases = build_cases(
+        options.variants, options.providers, options.durations, options.batch, options.model_files
+    )
+    if name == "perf_case":
         metafunc.parametrize("perf_case", cases, ids=[c.id for c in cases])
-    if "eager_case" in names:
+    elif name == "server_case":
+        pairs = [(case, rate) for case in cases for rate in options.rates]
+        ids = [f"{case.id}-{rate:g}rps" for case, rate in pairs]
+        metafunc.parametrize("server_case", pairs, ids=ids)
+    elif name == "eager_case":
         architectures = dict.fromkeys(v.split("/")[0] for v in options.variants)
         eager = [
             PerfCase(f"{arch}/torch-eager", "cpu", duration, options.batch)
@@ -107,21 +125,12 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
             if "cpu" in options.providers
         ]
         metafunc.parametrize("eager_case", eager, ids=[c.id for c in eager])
-    if "concurrency_case" in names:
-        if options.concurrency < 1:
-            off = pytest.param(None, marks=pytest.mark.skip(reason="--perf-concurrency 0"))
-            metafunc.parametrize("concurrency_case", [off], ids=["off"])
-            return
-        cases = build_cases(
-            options.variants,
-            options.providers,
-            options.durations[:1],
-            options.batch,
-            options.model_files,
-        )
-        metafunc.parametrize(
-            "concurrency_case", cases, ids=[f"{c.id}-x{options.concurrency}" for c in cases]
-        )
+    elif options.concurrency < 1:
+        _off(metafunc, name, "--perf-concurrency 0")
+    else:
+        first = [c for c in cases if c.duration_s == options.durations[0]]
+        ids = [f"{c.id}-x{options.concurrency}" for c in first]
+        metafunc.parametrize("concurrency_case", first, ids=ids)
 
 
 @pytest.fixture(scope="session")
@@ -149,6 +158,7 @@ def _write_report(session: pytest.Session) -> None:
         skipped=skipped,
         refused=[(case.id, verdict.message()) for case, verdict in run.models.refused],
         against=[o.to_dict() for o in run.against.outcomes] if run.against else [],
+        scenarios=[r.to_dict() for r in run.server_results],
     )
     paths = write_report(directory, content)
     if reporter:
@@ -212,6 +222,9 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         ]
         headers = ("configuration", "threads", "throughput", "P50", "P99 [95% CI]")
         terminalreporter.write_line(format_table(rows, headers))
+    if run.server_results:
+        terminalreporter.section("server scenario: Poisson arrivals, latency from scheduled time")
+        terminalreporter.write_line(format_table(server_rows(run.server_results), SERVER_HEADERS))
     checks = run.baselines.checks
     # The table holds the verdicts of stored runs; a verdict measured side by side is a line.
     by_runs = [(b, c.comparison) for b, c in checks.items() if c.comparison and not c.interleaved]

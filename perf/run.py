@@ -18,7 +18,7 @@ from perf.measure.fingerprint import machine_and_software
 from perf.measure.models import Models
 from perf.measure.numerics import CheckedModels, NumericsChecker
 from perf.measure.providers import provider_options, resolve_provider
-from perf.measure.sessions import SessionSettings, check_available
+from perf.measure.sessions import SessionSettings, check_available, open_session
 from perf.measurement import (
     ConcurrencyResult,
     LatencyResult,
@@ -28,6 +28,7 @@ from perf.measurement import (
 )
 from perf.scenarios.ab import ABOutcome
 from perf.scenarios.against import against_gate
+from perf.scenarios.server import ServerResult, measure_server
 from perf.scenarios.stored import side_by_side_with_stored
 
 log = logging.getLogger("perf")
@@ -61,6 +62,7 @@ class PerfRun:
             )
         self.results: list[LatencyResult] = []
         self.concurrency_results: list[tuple[PerfCase, ConcurrencyResult]] = []
+        self.server_results: list[ServerResult] = []
         self.baselines = BaselineGate(
             options.baselines_dir, force=options.force_compare, remeasure=self._stored_side_by_side
         )
@@ -119,6 +121,22 @@ class PerfRun:
         warning = result.samples.contention.warning()
         if warning:
             warnings.warn(f"{result.case.id}: {warning}", stacklevel=2)
+
+    def measure_server(self, case: PerfCase, rate_rps: float) -> ServerResult:
+        """The case's model on one session serving Poisson arrivals at ``rate_rps``."""
+        check_available(resolve_provider(case.provider))
+        settings = self.settings(case.provider)
+        model, _ = self.models.resolve(case, settings)
+        session = open_session(model.path, settings)
+        inputs = case_inputs(model.path, case, self.options.dims, self.options.fixed_inputs)
+        policy = self.options.policy
+        log.info("%s: serving %g req/s for %g s", case.id, rate_rps, policy.max_seconds)
+        result = measure_server(
+            case, lambda: session.run(None, inputs), rate_rps, self.options.workers,
+            policy.max_seconds, policy.confidence,
+        )  # fmt: skip
+        self.server_results.append(result)
+        return result
 
     def measure_torch(self, case: PerfCase) -> LatencyResult:
         """The torch eager reference row: what ONNX Runtime bought, on the same CPU threads."""

@@ -113,6 +113,19 @@ def test_torch_eager_reference(
     _record_result(request, result)
 
 
+def test_server(
+    server_case: tuple[PerfCase, float], perf_run: PerfRun, request: pytest.FixtureRequest
+) -> None:
+    """--perf-scenario server: Poisson arrivals at each --perf-rate; latency from schedule."""
+    case, rate = server_case
+    with unavailable_or_refused(perf_run.options.debug):
+        result = perf_run.measure_server(case, rate)
+    latencies = result.run.values("latency_ms")
+    _record(request, latencies, {"server": result.to_dict(), "samples_ms": latencies})
+    for flag in result.flags:
+        warnings.warn(f"{case.id} at {rate:g} req/s: {flag}", stacklevel=1)
+
+
 def test_concurrent_throughput(concurrency_case: PerfCase, perf_run: PerfRun) -> None:
     """Requests/s of N threads on one session: in the summary and report, not a per-call
     benchmark for pytest-benchmark."""

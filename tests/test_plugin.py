@@ -79,12 +79,13 @@ class Suite:
         variants: str | None = "tiny/fp32",
         providers: str = "cpu",
         plugins: tuple[object, ...] = (),
+        target: str = TARGET,
     ) -> pytest.RunResult:
         selection = [f"--perf-providers={providers}"]
         if variants is not None:
             selection.append(f"--perf-variants={variants}")
         return self.pytester.runpytest(
-            TARGET,
+            target,
             *QUICK,
             f"--perf-cache={self.cache}",
             *selection,

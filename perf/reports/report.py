@@ -30,7 +30,9 @@ from perf.stats.outcome import Outcome
 # result's "numerics". 3, one outcome vocabulary (perf/stats/outcome.py): "comparisons" holds
 # every baseline check ({"id", "outcome", "message", "comparison"}), not only compared ones;
 # "against" rows carry "outcome" in place of "status" and "verdict"; numerics "outcome".
-FORMAT_VERSION = 3
+# 4, adds "scenarios": a row per server-scenario run (scenario, rate_rps, achieved_rps, p50_ms,
+# p95_ms, p99_ms, queue and service time, issue delay, flags).
+FORMAT_VERSION = 4
 SUMMARY_LIMIT_BYTES = 900 * 1024  # GitHub rejects a job summary over 1 MiB
 MAX_DISTRIBUTION_PLOTS = 24
 REPORT_MD, SUMMARY_MD, REPORT_JSON, OVERVIEW_PNG = (
@@ -58,6 +60,7 @@ class ReportContent:
     skipped: Skipped = ()
     refused: Skipped = ()  # (id, why): models that computed wrong numbers here
     against: Sequence[Mapping[str, Any]] = ()  # ABOutcome.to_dict() rows of --perf-against
+    scenarios: Sequence[Mapping[str, Any]] = ()  # ServerResult.to_dict() rows
 
 
 def write_report(
@@ -92,6 +95,7 @@ def markdown_summary(
         _latency_table(content.results),
         _refused_table(content.refused),
         _against_table(content.against),
+        _scenarios_table(content.scenarios),
         _comparison_table(content.comparisons),
         _skipped_table(content.skipped),
     ]
@@ -117,6 +121,7 @@ def report_data(content: ReportContent) -> dict[str, Any]:
         "skipped": [{"id": case_id, "reason": reason} for case_id, reason in content.skipped],
         "refused": [{"id": case_id, "reason": reason} for case_id, reason in content.refused],
         "against": [dict(outcome) for outcome in content.against],
+        "scenarios": [dict(row) for row in content.scenarios],
         "comparisons": [{"id": case_id, **c.to_dict()} for case_id, c in content.comparisons],
     }
 
@@ -255,6 +260,26 @@ def _against_table(against: Sequence[Mapping[str, Any]]) -> _Table:
         headers=("configuration", "verdict", "change"),
         rows=[(o["id"], o["outcome"], change(o)) for o in against],
         important=[o["outcome"] not in ("same", "unchanged") for o in against],
+    )
+
+
+def _scenarios_table(rows: Sequence[Mapping[str, Any]]) -> _Table:
+    return _Table(
+        title="Server scenario (Poisson arrivals; latency from each request's scheduled time)",
+        headers=("configuration", "offered", "achieved", "P50", "P95", "P99", "flags"),
+        rows=[
+            (
+                r["id"],
+                f"{r['rate_rps']:g} req/s",
+                f"{r['achieved_rps']:.2f} req/s",
+                f"{r['p50_ms']:.1f} ms",
+                f"{r['p95_ms']:.1f} ms",
+                f"{r['p99_ms']:.1f} ms",
+                "; ".join(r["flags"]) or "-",
+            )
+            for r in rows
+        ],
+        important=[bool(r["flags"]) for r in rows],
     )
 
 

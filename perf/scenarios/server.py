@@ -1,0 +1,140 @@
+"""``--perf-scenario server --perf-rate R``: a model serving Poisson arrivals at R req/s.
+
+One session shared by ``--perf-workers`` threads (default 1: one request at a time, queued in
+arrival order), fed by the open-loop scheduler (perf/scenarios/open_loop.py) for the time cap.
+The result is the latency people see (from each request's scheduled arrival), split into queue
+and service time, with the offered and achieved rates and the generator's own issue delay.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+from typing import Any
+
+from perf.measure.cases import PerfCase
+from perf.scenarios.open_loop import OpenLoopRun, poisson_schedule, run_open_loop
+from perf.stats.percentiles import LatencySummary
+
+SCENARIOS = ("single-stream", "server")
+WARMUP_CALLS = 5
+# Requests still queued this long after the cap are not served: an over-capacity rate would
+# otherwise make the run last as long as its queue.
+DEADLINE_FACTOR = 1.5
+
+
+@dataclasses.dataclass(frozen=True)
+class ServerResult:
+    case: PerfCase
+    run: OpenLoopRun
+    latency: LatencySummary  # from the scheduled arrival, ms
+    queue: LatencySummary
+    service: LatencySummary
+
+    @property
+    def flags(self) -> list[str]:
+        flags = []
+        if self.run.generator_fell_behind:
+            flags.append(f"generator late (P99 {self.run.issue_delay_p99_ms:.1f} ms)")
+        if self.run.unserved:
+            flags.append(f"{self.run.unserved} unserved: over capacity")
+        return flags
+
+    def to_dict(self) -> dict[str, Any]:
+        pct = self.latency.percentiles
+        return {
+            "id": self.case.id,
+            "scenario": "server",
+            **self.run.to_dict(),
+            "p50_ms": pct["p50"].value,
+            "p95_ms": pct["p95"].value,
+            "p99_ms": pct["p99"].value,
+            "latency_ms": self.latency.to_dict(),
+            "queue_ms": self.queue.to_dict(),
+            "service_ms": self.service.to_dict(),
+            "flags": self.flags,
+        }
+
+
+def requests_for(rate_rps: float, max_seconds: float) -> int:
+    return max(1, math.ceil(rate_rps * max_seconds))
+
+
+def measure_server(
+    case: PerfCase,
+    call: Callable[[], Any],
+    rate_rps: float,
+    workers: int,
+    max_seconds: float,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> ServerResult:
+    """``call`` runs the case's model once on a shared session; warmed up here, untimed."""
+    for _ in range(WARMUP_CALLS):
+        call()
+    schedule = poisson_schedule(rate_rps, requests_for(rate_rps, max_seconds), seed)
+    run = run_open_loop(
+        schedule,
+        lambda _request: call(),
+        rate_rps,
+        workers,
+        deadline_s=max_seconds * DEADLINE_FACTOR,
+    )
+    return ServerResult(
+        case,
+        run,
+        *(LatencySummary.from_samples(run.values(v), confidence) for v in _SPLIT),
+    )
+
+
+_SPLIT = ("latency_ms", "queue_ms", "service_ms")
+
+
+def server_rows(results: list[ServerResult]) -> list[tuple[str, ...]]:
+    """The terminal table's rows: configuration, offered, achieved, P50, P99, queue, service."""
+    return [
+        (
+            r.case.id,
+            f"{r.run.rate_rps:g}/s",
+            f"{r.run.achieved_rps:.2f}/s",
+            f"{r.latency.percentiles['p50'].value:.1f} ms",
+            r.latency.percentiles["p99"].format(),
+            f"{_p(r.queue, 'p99'):.1f} ms",
+            f"{_p(r.service, 'p50'):.1f} ms",
+            "; ".join(r.flags) or "-",
+        )
+        for r in results
+    ]
+
+
+SERVER_HEADERS = (
+    "configuration",
+    "offered",
+    "achieved",
+    "P50",
+    "P99 [95% CI]",
+    "queue P99",
+    "service P50",
+    "flags",
+)
+
+
+def _p(summary: LatencySummary, key: str) -> float:
+    return summary.percentiles[key].value
+
+
+def parse_rates(values: list[str] | None) -> tuple[float, ...]:
+    rates = []
+    for value in values or []:
+        for item in value.split(","):
+            try:
+                rate = float(item)
+            except ValueError:
+                rate = math.nan
+            if not (rate > 0 and math.isfinite(rate)):
+                raise ValueError(
+                    f"--perf-rate {item!r}: requests per second, a positive number (e.g. 2.5)"
+                )
+            rates.append(rate)
+    return tuple(rates)

@@ -1,0 +1,57 @@
+"""--perf-scenario server end to end on the tiny model (pytester): rows, report, options."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests import test_plugin
+from tests.test_plugin import Suite, output
+
+pytest_plugins = ["pytester"]
+model_cache = test_plugin.model_cache
+suite = test_plugin.suite
+
+
+def test_a_server_run_per_rate_with_its_row_in_the_report(suite: Suite, tmp_path: Path) -> None:
+    report = tmp_path / "report"
+
+    result = suite.run(
+        "--perf-scenario=server", "--perf-rate=50,100", "--perf-max-time=1", "-rs",
+        f"--perf-report={report}", target="test_latency.py",
+    )  # fmt: skip
+
+    text = output(result)
+    result.assert_outcomes(passed=2, skipped=3)  # single-stream tests say why they are off
+    assert "server scenario: Poisson arrivals, latency from scheduled time" in text
+    assert "SKIPPED [3] test_latency.py: --perf-scenario server" in text  # each says why
+    rows = json.loads((report / "report.json").read_text())["scenarios"]
+    assert [(r["id"], r["rate_rps"]) for r in rows] == [
+        ("tiny/fp32-cpu-3s", 50.0),
+        ("tiny/fp32-cpu-3s", 100.0),
+    ]
+    for row in rows:
+        assert {"scenario", "achieved_rps", "p50_ms", "p95_ms", "p99_ms", "flags"} <= set(row)
+        assert row["scenario"] == "server" and row["requests"] + row["unserved"] == row["rate_rps"]
+        assert row["p50_ms"] <= row["p99_ms"]
+        assert row["queue_ms"]["n"] == row["service_ms"]["n"] == row["requests"]
+    assert "## Server scenario" in (report / "report.md").read_text()
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--perf-scenario=server"], "--perf-scenario server needs --perf-rate"),
+        (["--perf-rate=2"], "--perf-rate applies to --perf-scenario server"),
+        (["--perf-scenario=server", "--perf-rate=fast"], "--perf-rate 'fast': requests per sec"),
+        (["--perf-scenario=server", "--perf-rate=0"], "--perf-rate '0': requests per second"),
+        (["--perf-scenario=server", "--perf-rate=2", "--perf-workers=0"], "--perf-workers 0"),
+    ],
+)
+def test_scenario_options_that_mean_nothing(suite: Suite, args: list[str], expected: str) -> None:
+    result = suite.run(*args)
+
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert expected in output(result)
