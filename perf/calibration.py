@@ -4,6 +4,7 @@
         --slower-tree ../slower --runs 20 --out baselines/calibration/baseline-cnn-fp32-20s
     python -m perf.calibration --mode against --variant cnn/fp32 --max-time 20 \\
         --slower-tree ../slower --runs 20 --out baselines/calibration/against-cnn-fp32-20s
+    python -m perf.calibration index baselines/calibration     # a table of every series
 
 ``--slower-tree`` is a second checkout of this repository whose uncommitted change makes the
 model really slower (a graph or config change, not a sleep); its ``HEAD`` is this tree's commit.
@@ -253,7 +254,42 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def index_table(root: Path) -> str:
+    """One markdown row per calibration folder under ``root`` (those with a config.json)."""
+    lines = [
+        "| folder | gate | model, cap | machine | A/A false | A/A verdicts | A/B caught "
+        "| A/B verdicts | A/B ratios | redone |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for folder in sorted(p.parent for p in root.glob("*/config.json")):
+        config = json.loads((folder / "config.json").read_text())
+        rows = (
+            json.loads((folder / "runs.json").read_text())
+            if (folder / "runs.json").exists()
+            else []
+        )
+        kept = [r for r in rows if not r.get("redone")]
+        aa = collections.Counter(r["verdict"] for r in kept if r["kind"] == "aa")
+        ab = collections.Counter(r["verdict"] for r in kept if r["kind"] == "ab")
+        ratios = sorted(r["ratio"] for r in kept if r["kind"] == "ab" and r.get("ratio"))
+        span = f"{ratios[0]:.3f}-{ratios[-1]:.3f}" if ratios else "-"
+        gate = "--benchmark-compare" if config["mode"] == "baseline" else "--perf-against HEAD"
+        machine = next((r["machine"] for r in rows if r.get("machine")), "-")
+        lines.append(
+            f"| `{folder.name}` | `{gate}` | `{config['variant']}`, "
+            f"{float(config['max_time']):g} s "
+            f"| {machine} | {aa['slower'] + aa['faster']} / {aa.total()} | {dict(aa)} "
+            f"| {ab['slower']} / {ab.total()} | {dict(ab)} | {span} "
+            f"| {sum(1 for r in rows if r.get('redone'))} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["index"]:
+        print(index_table(Path(argv[1] if len(argv) > 1 else "baselines/calibration")), end="")
+        return 0
     args = parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     rows = _resume(args)

@@ -157,3 +157,12 @@ def test_a_baseline_row_decided_side_by_side_reports_that_ratio() -> None:
 
     assert row["decided_by"] == "side by side" and row["verdict"] == "slower"
     assert row["ratio"] == measured.comparison.ratio and row["stored_runs_ratio"] is None
+
+
+def test_the_index_has_a_row_per_series(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _run(tmp_path, monkeypatch, FakeRuns({("ab", 2): [1.0, 0.0]}), runs=2)
+
+    table = calibration.index_table(tmp_path)
+
+    assert table.splitlines()[2].startswith("| `out` | `--benchmark-compare` | `cnn/fp32`, 20 s |")
+    assert "| 0 / 2 | {'same': 2} | 2 / 2 | {'slower': 2} | 1.000-1.000 | 1 |" in table
