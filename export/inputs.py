@@ -123,6 +123,7 @@ def make_inputs(
     if unknown:
         names = ", ".join(s.name for s in specs)
         raise ValueError(f"fixed values given for unknown inputs {unknown}; model inputs: {names}")
+    _check_every_dim_sized([s for s in specs if s.name not in fixed], dim_values, audio_seconds)
     arrays = {}
     for spec in specs:
         if spec.name in fixed:
@@ -178,6 +179,25 @@ def _looks_like_audio(spec: InputSpec) -> bool:
     is_float = spec.np_dtype.kind == "f"
     is_2d = spec.shape is not None and len(spec.shape) == 2
     return is_float and is_2d and any(hint in spec.name.lower() for hint in AUDIO_INPUT_HINTS)
+
+
+def _check_every_dim_sized(
+    specs: Sequence[InputSpec], dim_values: Mapping[str, int], audio_seconds: float | None
+) -> None:
+    """One error naming every dim without a size, not one per run."""
+    missing: dict[str, str] = {}  # what to write -> where it is
+    for spec in specs:
+        for axis, dim in enumerate(spec.shape or ()):
+            if _dim_size(spec, axis, dim, dim_values, audio_seconds) is None:
+                option = (
+                    f"{dim}=SIZE" if isinstance(dim, str) else f"'{axis_key(spec.name, axis)}=SIZE'"
+                )
+                missing.setdefault(f"{DIM_OPTION} {option}", f"{spec.name}[{axis}]")
+    if len(missing) > 1:
+        where = ", ".join(missing.values())
+        raise ValueError(
+            f"{len(missing)} input dims have no size ({where}); set them all: " + " ".join(missing)
+        )
 
 
 def _missing_dim_message(spec: InputSpec, axis: int, dim: Dim) -> str:

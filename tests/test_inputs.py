@@ -239,3 +239,31 @@ def test_parse_assignments() -> None:
     for bad in ["batch", "=1", "batch="]:
         with pytest.raises(ValueError, match=f"--perf-dim.*{bad!r}"):
             parse_assignments([bad], "--perf-dim")
+
+
+def test_every_dim_without_a_size_is_named_in_one_error() -> None:
+    specs = [
+        InputSpec("audio", "float32", ("batch", "samples")),
+        InputSpec("mask", "bool", ("batch", None, "frames")),
+    ]
+
+    with pytest.raises(ValueError) as error:
+        make_inputs(specs, {"batch": 1})
+
+    message = str(error.value)
+    assert message.startswith("3 input dims have no size (audio[1], mask[1], mask[2]); set them")
+    assert "--perf-dim samples=SIZE --perf-dim 'mask[1]=SIZE' --perf-dim frames=SIZE" in message
+
+
+def test_an_unnamed_dynamic_leading_axis_is_the_batch(tmp_path: Path) -> None:
+    from perf.measure.cases import PerfCase, case_inputs
+
+    inputs = [helper.make_tensor_value_info("audio", TensorProto.FLOAT, [None, "samples"])]
+    outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, "samples"])]
+    graph = helper.make_graph([helper.make_node("Relu", ["audio"], ["y"])], "g", inputs, outputs)
+    path = _save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)]),
+                 tmp_path / "m.onnx")  # fmt: skip
+
+    arrays = case_inputs(path, PerfCase(str(path), "cpu", 0.5, batch=3, model_file=path), {})
+
+    assert arrays["audio"].shape == (3, 8000)

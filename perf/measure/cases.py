@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from export.inputs import make_inputs, read_input_specs
+from export.inputs import axis_key, make_inputs, read_input_specs
 from export.recipes import all_variant_names
 
 # `tiny` is for the suite's own tests: only a pattern that names it selects it.
@@ -127,7 +127,9 @@ def case_inputs(
 ) -> dict[str, np.ndarray]:
     specs = read_input_specs(model_path)
     dim_values = dict(dims)
-    for spec in specs:  # a symbolic leading axis is the batch
+    for spec in specs:  # a dynamic leading axis, named or not, is the batch
         if spec.shape and isinstance(spec.shape[0], str):
             dim_values.setdefault(spec.shape[0], case.batch)
+        elif spec.shape and spec.shape[0] is None:
+            dim_values.setdefault(axis_key(spec.name, 0), case.batch)
     return make_inputs(specs, dim_values, fixed, audio_seconds=case.duration_s)
