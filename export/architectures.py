@@ -7,6 +7,7 @@ content can be hashed into the cache key; ``build_model`` turns the data into a 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -135,8 +136,6 @@ def load_weights(model: nn.Module, path: Path, arch_name: str) -> None:
             f"{path} is not a readable safetensors file ({error}); export weights with "
             "safetensors.torch.save_file(model.state_dict(), path)"
         ) from error
-    from export.user_files import weights_problems
-
     expected = model.state_dict()
     problems = weights_problems(
         {key: tuple(tensor.shape) for key, tensor in state.items()},
@@ -147,6 +146,26 @@ def load_weights(model: nn.Module, path: Path, arch_name: str) -> None:
             f"{path} does not match architecture {arch_name!r}: " + "; ".join(problems)
         )
     model.load_state_dict(state, strict=True)
+
+
+def weights_problems(
+    found: Mapping[str, tuple[int, ...]], expected: Mapping[str, tuple[int, ...]]
+) -> list[str]:
+    """What keeps ``found`` tensors from loading strictly into a model expecting ``expected``."""
+    missing = sorted(set(expected) - set(found))
+    unexpected = sorted(set(found) - set(expected))
+    wrong_shape = sorted(
+        f"{key}: file {found[key]} vs model {expected[key]}"
+        for key in set(found) & set(expected)
+        if tuple(found[key]) != tuple(expected[key])
+    )
+    groups = {"missing": missing, "unexpected": unexpected, "shape": wrong_shape}
+    return [f"{label}: {_shorten(keys)}" for label, keys in groups.items() if keys]
+
+
+def _shorten(keys: list[str], shown: int = 5) -> str:
+    more = f", ... ({len(keys)} in all)" if len(keys) > shown else ""
+    return ", ".join(keys[:shown]) + more
 
 
 def example_audio(batch: int, seconds: float, seed: int = 0) -> torch.Tensor:

@@ -9,7 +9,6 @@ loading a tensor.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
 
 from export.recipes import onnx_file_set
@@ -69,30 +68,10 @@ def weights_shapes(path: Path, option: str) -> dict[str, tuple[int, ...]]:
         ) from None
 
 
-def weights_problems(
-    found: Mapping[str, tuple[int, ...]], expected: Mapping[str, tuple[int, ...]]
-) -> list[str]:
-    """What keeps ``found`` tensors from loading strictly into a model expecting ``expected``."""
-    missing = sorted(set(expected) - set(found))
-    unexpected = sorted(set(found) - set(expected))
-    wrong_shape = sorted(
-        f"{key}: file {found[key]} vs model {expected[key]}"
-        for key in set(found) & set(expected)
-        if tuple(found[key]) != tuple(expected[key])
-    )
-    groups = {"missing": missing, "unexpected": unexpected, "shape": wrong_shape}
-    return [f"{label}: {_shorten(keys)}" for label, keys in groups.items() if keys]
-
-
-def _shorten(keys: list[str], shown: int = 5) -> str:
-    more = f", ... ({len(keys)} in all)" if len(keys) > shown else ""
-    return ", ".join(keys[:shown]) + more
-
-
 def check_weights_file(path: Path, option: str, arch_name: str) -> None:
     """Raises UserFileError unless ``path`` holds exactly the architecture's tensors."""
     found = weights_shapes(path, option)
-    from export.architectures import ARCHITECTURES, build_model
+    from export.architectures import ARCHITECTURES, build_model, weights_problems  # needs torch
 
     expected = {
         key: tuple(tensor.shape)
