@@ -37,7 +37,10 @@ def test_a_server_run_per_rate_with_its_row_in_the_report(suite: Suite, tmp_path
         assert row["scenario"] == "server" and row["requests"] + row["unserved"] == row["rate_rps"]
         assert row["p50_ms"] <= row["p99_ms"]
         assert row["queue_ms"]["n"] == row["service_ms"]["n"] == row["requests"]
-    assert "## Server scenario" in (report / "report.md").read_text()
+    markdown = (report / "report.md").read_text()
+    assert "## Server scenario" in markdown
+    assert "![latency under load](load.png)" in markdown
+    assert (report / "load.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
 
 
 @pytest.mark.parametrize(

@@ -8,8 +8,9 @@ in milliseconds per call.
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from matplotlib.axes import Axes
@@ -58,6 +59,26 @@ def plot_overview(results: Sequence[LatencyResult], path: Path) -> Path:
     if len(shown) < len(results):
         title += f"\n({len(shown)} of {len(results)} benchmarks shown, failures first)"
     ax.set_title(title, fontsize=11)
+    return save_png(fig, path)
+
+
+def plot_load(rows: Sequence[Mapping[str, Any]], path: Path) -> Path:
+    """Latency versus offered load (the hockey stick): P50 and P99 per configuration, from the
+    server scenario's rows (ServerResult.to_dict())."""
+    fig = _figure(9.0, 5.5)
+    ax = fig.subplots()
+    ids = list(dict.fromkeys(row["id"] for row in rows))
+    for color, case_id in zip(PROVIDER_COLORS * len(ids), ids, strict=False):
+        mine = sorted((r for r in rows if r["id"] == case_id), key=lambda r: r["rate_rps"])
+        rates = [r["rate_rps"] for r in mine]
+        ax.plot(rates, [r["p50_ms"] for r in mine], "o-", color=color, label=f"{case_id} P50")
+        ax.plot(rates, [r["p99_ms"] for r in mine], "D--", color=color, label=f"{case_id} P99")
+    ax.set_xlabel("offered load, requests per second (Poisson arrivals)")
+    ax.set_ylabel("latency from scheduled arrival, ms")
+    ax.set_yscale("log")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8, framealpha=0.9)
+    ax.set_title("Latency under load: P50 (solid) and P99 (dashed)", fontsize=11)
     return save_png(fig, path)
 
 

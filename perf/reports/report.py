@@ -42,6 +42,8 @@ REPORT_MD, SUMMARY_MD, REPORT_JSON, OVERVIEW_PNG = (
     "overview.png",
 )
 PLOTS_DIR = "plots"
+LOAD_PNG = "load.png"
+IMAGES = ("latency overview", "latency under load")  # shown in report.md; the rest are links
 BULKY_KEYS = ("samples_ms", "segments")
 _NOTE_RESERVE = 300  # bytes kept for each table's "rows left out" note
 _UNSAFE_FILE_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
@@ -72,6 +74,10 @@ def write_report(
     if content.run_info is None:
         content = dataclasses.replace(content, run_info=default_run_info())
     plots = _write_plots(directory, content.results, max_distribution_plots)
+    if content.scenarios:
+        from perf.reports.plots import plot_load
+
+        plots.append(("latency under load", plot_load(content.scenarios, directory / LOAD_PNG)))
     links = [(label, path.relative_to(directory).as_posix()) for label, path in plots]
     texts = {
         REPORT_MD: markdown_summary(content, plots=links),
@@ -323,9 +329,9 @@ def _plots_section(plots: Sequence[tuple[str, str]] | None) -> str:
         return "Plots and `report.json` are in the `perf-report` artifact of this run.\n"
     if not plots:
         return ""
-    (overview_label, overview), *distributions = plots
-    lines = ["## Plots", "", f"![{overview_label}]({overview})", ""]
-    lines += [f"- [{_escape(label)}]({path})" for label, path in distributions]
+    lines = ["## Plots", ""]
+    lines += [f"![{label}]({path})\n" for label, path in plots if label in IMAGES]
+    lines += [f"- [{_escape(label)}]({path})" for label, path in plots if label not in IMAGES]
     return "\n".join(lines) + "\n"
 
 
