@@ -114,3 +114,12 @@ def test_real_psutil_smoke() -> None:
     assert result.load_avg_1m is None or result.load_avg_1m >= 0
     assert isinstance(result.contaminated(), bool)
     assert "cores on average" in result.describe()
+
+
+def test_a_burst_in_one_stretch_contaminates_a_run_whose_average_is_low() -> None:
+    """w2v2-base/int8 A/A: a few seconds of other work doubled P95 at 0.15 cores on average."""
+    quiet_average = Contention(20.0, 3.0, 0.15, 2, None, None, peak_other_cores_busy=0.6)
+    steady = Contention(20.0, 3.0, 0.15, 2, None, None, peak_other_cores_busy=0.16)
+
+    assert quiet_average.contaminated() and not steady.contaminated()
+    assert "0.60 in the busiest 5 s" in (quiet_average.warning() or "")

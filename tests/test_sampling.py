@@ -8,11 +8,12 @@ duration, deadline and sample count below is exact and independent of the machin
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import ClassVar
 
 import pytest
 
 import perf.measure.sampling
-from perf.measure.contention import ContentionMonitor, CpuTimes
+from perf.measure.contention import Contention, ContentionMonitor, CpuTimes
 from perf.measure.sampling import SamplingPolicy, sample, timed, warm_up
 from perf.stats.percentiles import min_samples_for_upper_bound
 
@@ -284,3 +285,40 @@ def test_injected_delay_is_added_to_every_sample(monkeypatch: pytest.MonkeyPatch
 
 def test_timed_measures_the_call_alone_without_a_delay(clock: FakeClock) -> None:
     assert timed(FakeModel(clock, constant(7.25))) == 7.25
+
+
+class ScriptedMonitor:
+    """Contention of each segment from a script; the whole run's average is 0.1 cores."""
+
+    script: ClassVar[list[float]] = []
+
+    def __init__(self) -> None:
+        self.result: Contention | None = None
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> Contention:
+        busy = ScriptedMonitor.script.pop(0) if ScriptedMonitor.script else 0.0
+        self.result = Contention(5.0, 5.0 * busy, busy, 2, None, None)
+        return self.result
+
+    def __enter__(self) -> ScriptedMonitor:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.result = Contention(20.0, 2.0, 0.1, 2, None, None)
+
+
+def test_the_busiest_segment_is_kept_beside_the_average(
+    clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(perf.measure.sampling, "ContentionMonitor", ScriptedMonitor)
+    ScriptedMonitor.script = [0.05, 0.7, 0.1, 0.02]
+    policy = SamplingPolicy(max_seconds=20.0, segment_seconds=5.0, until_cap=True)
+
+    result = sample(FakeModel(clock, constant(2.0)), policy)
+
+    assert result.contention.other_cores_busy == 0.1
+    assert result.contention.peak_other_cores_busy == 0.7
+    assert result.contention.contaminated()

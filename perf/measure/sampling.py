@@ -32,6 +32,8 @@ def measuring_code_digest() -> str:
     return code_digest(here / name for name in MEASURING_CODE)[:16]
 
 
+PEAK_WINDOW_MIN_S = 1.0
+
 Call = Callable[[], Any]
 OpenCall = Callable[[], Call]  # creates a fresh session, returns a function that runs it once
 # Called with the samples so far (ms); True when the verdict is decided and sampling may stop.
@@ -132,6 +134,9 @@ class _Segments:
         self.closed: list[Segment] = []
         self.calls = 0
         self.started = time.perf_counter()
+        self.monitor = ContentionMonitor()
+        self.monitor.start()
+        self.peak_busy = 0.0  # other processes' cores, in the busiest segment so far
 
     def due(self) -> bool:
         return time.perf_counter() - self.started >= self.policy.segment_seconds
@@ -139,6 +144,9 @@ class _Segments:
     def close(self) -> None:
         if self.calls:
             self.closed.append(Segment(self.calls, time.perf_counter() - self.started))
+            busy = self.monitor.stop()
+            if busy.wall_s >= PEAK_WINDOW_MIN_S:  # a short tail segment would be all noise
+                self.peak_busy = max(self.peak_busy, busy.other_cores_busy)
         self.calls = 0
 
     def next(self) -> None:
@@ -150,6 +158,7 @@ class _Segments:
             for _ in range(self.policy.segment_warmup_calls):
                 self.call()
         self.started = time.perf_counter()
+        self.monitor.start()
 
 
 def sample(
@@ -201,5 +210,5 @@ def sample(
         segments=tuple(segments.closed),
         stopped_because=f"{stopped} (baseline run: to the cap)" if policy.until_cap else stopped,
         sampling_seconds=elapsed,
-        contention=monitor.result,
+        contention=dataclasses.replace(monitor.result, peak_other_cores_busy=segments.peak_busy),
     )
