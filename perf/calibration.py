@@ -5,6 +5,7 @@
     python -m perf.calibration --mode against --variant cnn/fp32 --max-time 20 \\
         --slower-tree ../slower --runs 20 --out baselines/calibration/against-cnn-fp32-20s
     python -m perf.calibration index baselines/calibration     # a table of every series
+    python -m perf.calibration spread baselines/calibration    # A/A drift, re-judged
 
 ``--slower-tree`` is a second checkout of this repository whose uncommitted change makes the
 model really slower (a graph or config change, not a sleep); its ``HEAD`` is this tree's commit.
@@ -31,15 +32,19 @@ import argparse
 import collections
 import datetime
 import json
+import math
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from perf.baselines.store import load_baseline
 from perf.files import atomic_write_bytes
 from perf.measure.contention import DEFAULT_THRESHOLD_CORES
 from perf.measure.fingerprint import cpu_info, normalise_isa_flags
+from perf.stats.compare import RunSummary, compare_runs
+from perf.stats.outcome import Outcome
 
 CONFIG_KEYS = ("mode", "variant", "duration", "max_time", "baseline_runs", "slower_tree")
 MAX_ATTEMPTS = 3  # per planned run, when other processes' load spoils it
@@ -285,10 +290,70 @@ def index_table(root: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
+def spread_table(root: Path) -> str:
+    """How far A/A runs landed from their stored runs in each stored-baseline series (root mean
+    square and extremes of the log ratio per quantile), and how many of them the current rule
+    (perf.stats.compare) calls slower or faster when re-judged from the recorded ratios. The
+    drift floor was chosen from these same data: the re-judged column shows the rule is
+    consistent with them, not that it holds on new runs; only new series show that."""
+    lines = [
+        "| folder | A/A runs | P50 log ratio rms [min, max] | P95 rms | P99 rms "
+        "| recorded false | re-judged false |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for folder in sorted(p.parent for p in root.glob("*/config.json")):
+        stored = _stored_runs(folder)
+        rows = [
+            r for r in _rows(folder) if r["kind"] == "aa" and not r.get("redone")
+            and r.get("quantiles")
+        ]  # fmt: skip
+        if not stored or not rows:
+            continue
+        logs = {q: [math.log(r["quantiles"][q]["ratio"]) for r in rows] for q in QUANTILES}
+        rms = {q: math.sqrt(sum(x * x for x in v) / len(v)) for q, v in logs.items()}
+        recorded = sum(r["verdict"] in ("slower", "faster") for r in rows)
+        rejudged = [compare_runs(stored, _current(stored, r)).verdict for r in rows]
+        false = sum(v in (Outcome.SLOWER, Outcome.FASTER) for v in rejudged)
+        lines.append(
+            f"| `{folder.name}` | {len(rows)} | {rms['P50']:.3f} [{min(logs['P50']):+.3f}, "
+            f"{max(logs['P50']):+.3f}] | {rms['P95']:.3f} | {rms['P99']:.3f} "
+            f"| {recorded} / {len(rows)} | {false} / {len(rows)} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+QUANTILES = {"P50": 0.5, "P95": 0.95, "P99": 0.99}
+
+
+def _rows(folder: Path) -> list[dict[str, Any]]:
+    path = folder / "runs.json"
+    return json.loads(path.read_text()) if path.exists() else []
+
+
+def _stored_runs(folder: Path) -> list[RunSummary]:
+    """The series' stored runs (its one benchmark), as A/A runs were judged against them."""
+    for path in sorted((folder / "baselines").glob("*/baseline.json")):
+        baseline = load_baseline(path)
+        if baseline is not None and len(baseline.benchmarks) == 1:
+            return list(baseline.entry(next(iter(baseline.benchmarks))).runs)
+    return []
+
+
+def _current(stored: list[RunSummary], row: dict[str, Any]) -> RunSummary:
+    """The A/A run's quantiles, from its recorded ratios to the stored runs' geometric mean."""
+    quantiles = {}
+    for label, q in QUANTILES.items():
+        mean_log = sum(math.log(run.quantiles_ms[q]) for run in stored) / len(stored)
+        quantiles[q] = math.exp(mean_log) * row["quantiles"][label]["ratio"]
+    return RunSummary(quantiles, calls=1, seconds=stored[0].seconds)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["index"]:
-        print(index_table(Path(argv[1] if len(argv) > 1 else "baselines/calibration")), end="")
+    tables = {"index": index_table, "spread": spread_table}
+    if argv[:1] and argv[0] in tables:
+        root = Path(argv[1] if len(argv) > 1 else "baselines/calibration")
+        print(tables[argv[0]](root), end="")
         return 0
     args = parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from perf import calibration
@@ -166,3 +167,36 @@ def test_the_index_has_a_row_per_series(tmp_path: Path, monkeypatch: pytest.Monk
 
     assert table.splitlines()[2].startswith("| `out` | `--benchmark-compare` | `cnn/fp32`, 20 s |")
     assert "| 0 / 2 | {'same': 2} | 2 / 2 | {'slower': 2} | 1.000-1.000 | 1 |" in table
+
+
+def _series_with_stored_runs(folder: Path, aa_ratios: list[float]) -> None:
+    from perf.baselines.store import BaselineEntry, save_baselines
+
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps({"mode": "baseline", "variant": "cnn/fp32",
+                                                    "max_time": 20}))  # fmt: skip
+    rng = np.random.default_rng(0)
+    for p50 in (50.0, 50.5, 49.6, 50.2, 49.9):  # one sitting: 0.7% apart
+        samples = p50 * np.exp(rng.normal(0.0, 0.01, 400))
+        entry = BaselineEntry.from_samples({}, samples.tolist(), model_key="k", seconds=20.0)
+        save_baselines(folder / "baselines", {"cpu": "x"}, {"ort": "1"}, {"b": entry})
+    rows = [
+        {"kind": "aa", "index": i, "verdict": "faster" if r < 0.9 else "undecided",
+         "quantiles": {q: {"ratio": r} for q in ("P50", "P95", "P99")}}
+        for i, r in enumerate(aa_ratios)
+    ]  # fmt: skip
+    (folder / "runs.json").write_text(json.dumps(rows))
+
+
+def test_the_spread_table_rejudges_recorded_a_a_runs_with_the_current_rule(
+    tmp_path: Path,
+) -> None:
+    # A run 12% faster than one sitting's stored runs: drift, not a change, under the floor;
+    # a run 40% slower stands out of any drift.
+    _series_with_stored_runs(tmp_path / "s", [0.88, 1.02, 1.40])
+
+    row = calibration.spread_table(tmp_path).splitlines()[2]
+
+    assert row.startswith("| `s` | 3 | ")
+    assert row.endswith("| 1 / 3 | 1 / 3 |")  # recorded: the 0.88; re-judged: the 1.40
+    assert "[-0.128, +0.336]" in row

@@ -612,7 +612,11 @@ def test_the_same_model_or_an_uncached_one_is_judged_by_the_stored_runs(tmp_path
     assert asked == ["key-1"]  # only for the changed model
     for check in (unchanged_check, uncached_check):
         assert check.interleaved is None and check.comparison is not None
-        assert check.outcome is check.comparison.verdict
+    assert uncached_check.outcome is uncached_check.comparison.verdict
+    # The same artifact, inside the drift floor's interval: the machine's, not a change.
+    assert unchanged_check.comparison.verdict is Outcome.UNDECIDED
+    assert unchanged_check.outcome is Outcome.UNCHANGED
+    assert "same artifact, settings and timing code" in unchanged_check.message
 
 
 def test_end_to_end_the_stored_model_is_found_in_the_cache_and_measured(

@@ -33,7 +33,7 @@ from perf.reports.report import (
     write_report,
 )
 from perf.reports.summary import HEADERS
-from perf.stats.compare import RunSummary, Segment, compare_runs
+from perf.stats.compare import DEFAULT_GATES, RunSummary, Segment, compare_runs
 from perf.stats.outcome import Outcome
 from perf.stats.percentiles import LatencySummary
 
@@ -94,10 +94,12 @@ def make_result(
 
 
 def _check(ratio: float) -> BaselineCheck:
-    """A real comparison of a run ``ratio`` x as slow as four steady stored runs."""
+    """A real comparison of a run ``ratio`` x as slow as four steady stored runs, on a machine
+    steady enough for "same" (no drift floor)."""
     stored = [RunSummary({0.5: x, 0.95: x * 1.1, 0.99: x * 1.2}, 400, 20.0) for x in STORED_P50]
     current = RunSummary({0.5: 10 * ratio, 0.95: 11 * ratio, 0.99: 12 * ratio}, 400, 20.0)
-    comparison = compare_runs(stored, current)
+    steady = tuple(dataclasses.replace(g, spread_floor=0.0) for g in DEFAULT_GATES)
+    comparison = compare_runs(stored, current, steady)
     return BaselineCheck(comparison.verdict, f"vs baseline: {comparison.verdict}", comparison)
 
 

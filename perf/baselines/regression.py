@@ -11,7 +11,7 @@ from perf.baselines.store import BaselineEntry, BaselineFile, check_compatible, 
 from perf.measure.cases import PerfCase
 from perf.measure.sampling import Samples, measuring_code_digest
 from perf.measurement import LatencyResult
-from perf.stats.compare import Comparison, RunSummary, compare_runs
+from perf.stats.compare import MIN_BASELINE_RUNS, Comparison, RunSummary, compare_runs
 from perf.stats.outcome import Outcome
 
 
@@ -70,7 +70,9 @@ class StoredRuns:
     entry: BaselineEntry
     notes: tuple[str, ...]  # forced-despite differences, for the message
 
-    def judge(self, samples: Samples, model_changed_since: bool, where: Path) -> BaselineCheck:
+    def judge(
+        self, samples: Samples, model_changed_since: bool, where: Path, same_artifact: bool = False
+    ) -> BaselineCheck:
         stored_s = sum(r.seconds for r in self.entry.runs) / len(self.entry.runs)
         now_s = samples.sampling_seconds
         if abs(now_s - stored_s) > RUN_LENGTH_TOLERANCE * stored_s:
@@ -92,6 +94,19 @@ class StoredRuns:
             # measured 3x slower. Such a run cannot convict (or clear) anything.
             outcome = Outcome.UNDECIDED
             notes.append(f"not judged: {contention}; run again on a quiet machine")
+        elif (
+            same_artifact
+            and not self.notes  # nothing forced past a difference in settings or machine
+            and outcome is Outcome.UNDECIDED
+            and comparison.baseline_runs >= MIN_BASELINE_RUNS
+        ):
+            # Nothing that builds or times the model differs from the stored runs': a move
+            # inside the machine's drift is the machine's. Outside it (slower/faster), it stands.
+            outcome = Outcome.UNCHANGED
+            notes.append(
+                "the same artifact, settings and timing code as the stored runs: the difference "
+                "is within this machine's drift between sittings"
+            )
         suffix = f" ({'; '.join(notes)})" if notes else ""
         return BaselineCheck(
             outcome,
@@ -152,4 +167,6 @@ def check_against_baseline(
         return stored
     assert baseline is not None
     changed = model_changed(baseline, stored.bench, result.model_key)
-    return stored.judge(result.samples, changed, baseline.path)
+    stored_key = baseline.entry(stored.bench).model_key
+    same = result.model_key is not None and stored_key == result.model_key
+    return stored.judge(result.samples, changed, baseline.path, same_artifact=same)
