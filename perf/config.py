@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -80,171 +83,184 @@ LIST_OPTIONS = (
 )
 
 
-def add_options(parser: pytest.Parser) -> None:
-    group = parser.getgroup("perf", "latency suite (pytest perf/)")
-    for option, ini, help_text, default in LIST_OPTIONS:
-        group.addoption(option, action="append", default=None, help=f"{help_text} (repeatable)")
-        parser.addini(ini, help_text, type="args", default=default)
-    group.addoption("--perf-batch", type=int, default=1, help="batch size (default 1)")
-    group.addoption(
+def _option(name: str, **kwargs: Any) -> tuple[str, dict[str, Any]]:
+    return name, kwargs
+
+
+# Every other --perf-* option: name and argparse keywords. Values are checked in read_options.
+OPTIONS = (
+    _option("--perf-batch", type=int, default=1, help="batch size (default 1)"),
+    _option(
         "--perf-model",
         action="append",
         default=[],
         type=Path,
         metavar="PATH",
         help="also benchmark this ONNX file (repeatable)",
-    )
-    group.addoption(
+    ),
+    _option(
         "--perf-dim",
         action="append",
         default=[],
         metavar="NAME=SIZE",
         help="size of a symbolic input dim of --perf-model (or INPUT[AXIS]=SIZE)",
-    )
-    group.addoption(
+    ),
+    _option(
         "--perf-input",
         action="append",
         default=[],
         metavar="NAME=VALUE",
         help="fixed value for a non-audio input of --perf-model (number or JSON list)",
-    )
-    group.addoption(
+    ),
+    _option(
         "--perf-weights",
         action="append",
         default=[],
         metavar="ARCH=PATH",
         help="trained weights (.safetensors) for an architecture",
-    )
-    group.addoption(
+    ),
+    _option(
         "--perf-threads", type=int, default=None, help="intra-op threads (default: physical cores)"
-    )
-    group.addoption("--perf-no-spin", action="store_true", help="turn intra-op thread spinning off")
-    group.addoption(
+    ),
+    _option("--perf-no-spin", action="store_true", help="turn intra-op thread spinning off"),
+    _option(
         "--perf-max-time", type=float, default=None, help="sampling cap per benchmark, seconds"
-    )
-    parser.addini("perf_max_time", "sampling cap per benchmark, seconds", default="120")
-    group.addoption(
+    ),
+    _option(
         "--perf-min-samples",
         type=int,
         default=None,
         help="samples per benchmark without a budget (default: enough for a P99 interval)",
-    )
-    group.addoption(
+    ),
+    _option(
         "--perf-confidence",
         type=float,
         default=0.95,
         help="confidence level of intervals and verdicts",
-    )
-    group.addoption(
+    ),
+    _option(
         "--perf-concurrency",
         type=int,
         default=None,
         help="threads for the throughput test (0: off)",
-    )
-    parser.addini(
-        "perf_concurrency", "threads for the throughput-under-concurrency test", default="2"
-    )
-    group.addoption(
-        "--perf-concurrency-time", type=float, default=5.0, help="seconds per throughput test"
-    )
-    group.addoption(
+    ),
+    _option("--perf-concurrency-time", type=float, default=5.0, help="seconds per throughput test"),
+    _option(
         "--perf-cache", type=Path, default=None, help="model cache directory (default: models/)"
-    )
-    group.addoption(
+    ),
+    _option(
         "--perf-save-baseline",
         action="store_true",
         help="after a complete, passing run, store its samples as this machine's baseline",
-    )
-    group.addoption(
+    ),
+    _option(
         "--perf-baselines",
         type=Path,
         default=None,
         help="baselines directory (default: baselines/ in the rootdir)",
-    )
-    group.addoption(
+    ),
+    _option(
         "--perf-force-compare",
         action="store_true",
         help="compare with a baseline whose machine, onnxruntime or settings differ",
-    )
-    group.addoption(
+    ),
+    _option(
         "--perf-report",
         type=Path,
         default=None,
         metavar="DIR",
         help="write report.md, summary.md, report.json and PNG plots to DIR",
-    )
-    group.addoption(
+    ),
+    _option(
         "--perf-scenario",
         choices=SCENARIOS,
         default="single-stream",
         help="single-stream (default: one call at a time) or server (requests arriving as a "
         "Poisson process at --perf-rate, latency from each one's scheduled arrival)",
-    )
-    group.addoption(
+    ),
+    _option(
         "--perf-rate",
         action="append",
         default=None,
         metavar="REQ_PER_S",
         help="server scenario: offered load in requests per second, e.g. 2 or 1,2,3",
-    )
-    group.addoption(
+    ),
+    _option(
         "--perf-workers",
         type=int,
         default=1,
         help="server scenario: threads sharing one session (default 1: one at a time)",
-    )
-    group.addoption(
+    ),
+    _option(
         "--perf-debug",
         action="store_true",
         help="show the traceback behind an input error or a failed benchmark",
-    )
-    group.addoption(
+    ),
+    _option(
         "--perf-undecided",
         choices=[p.value for p in UndecidedPolicy],
         default=UndecidedPolicy.WARN.value,
         help="what a baseline or --perf-against comparison that is undecided, refused or not "
         "compared does to its test: fail, warn (default: passes with a warning, listed in the "
         "summary and report) or pass",
-    )
-    group.addoption(
+    ),
+    _option(
         "--perf-no-gate",
         action="store_true",
         help="report budget verdicts without failing (for noisy shared runners)",
-    )
-    group.addoption(
+    ),
+    _option(
         "--perf-inject-delay",
         type=float,
         default=0.0,
         metavar="MS",
         help="add MS of busy-wait to every timed call (to check that a slowdown is caught)",
-    )
-    group.addoption(
+    ),
+    _option(
         "--perf-model-parent",
         action="append",
         default=[],
         metavar="MODEL=PARENT",
         help="the float model a --perf-model was derived from: its numbers are checked against "
         "the parent's on this machine before it is benchmarked (repeatable)",
-    )
-    group.addoption(
+    ),
+    _option(
         "--perf-against",
         default=None,
         metavar="REF",
         help="A/B: measure REF's models (built by REF's export code) and the working tree's "
         "interleaved in this process; fail when a benchmark is slower (e.g. origin/main)",
-    )
-    group.addoption(
+    ),
+    _option(
         "--perf-against-unchanged",
         action="store_true",
         help="with --perf-against: also measure benchmarks whose artifact did not change (A/A)",
-    )
-    group.addoption(
+    ),
+    _option(
         "--perf-emulate-isa",
         default=None,
         choices=sorted(ARITHMETIC),
         help="check CPU numerics as a CPU of this class computes them (numpy emulation; e.g. "
         "avx2 on a VNNI machine), to see what an AVX2 runner would refuse",
-    )
+    ),
+)
+
+# ini settings that back an option without a list value: (ini name, help, default)
+INI_SETTINGS = (
+    ("perf_max_time", "sampling cap per benchmark, seconds", "120"),
+    ("perf_concurrency", "threads for the throughput-under-concurrency test", "2"),
+)
+
+
+def add_options(parser: pytest.Parser) -> None:
+    group = parser.getgroup("perf", "latency suite (pytest perf/)")
+    for option, ini, help_text, default in LIST_OPTIONS:
+        group.addoption(option, action="append", default=None, help=f"{help_text} (repeatable)")
+        parser.addini(ini, help_text, type="args", default=default)
+    for name, kwargs in OPTIONS:
+        group.addoption(name, **kwargs)
+    for ini, help_text, default in INI_SETTINGS:
+        parser.addini(ini, help_text, default=default)
 
 
 def _list_option(config: pytest.Config, option: str, ini: str) -> list[str]:
@@ -414,8 +430,31 @@ def _check_scenario(options: PerfOptions) -> None:
         )
     if options.rates and options.scenario != "server":
         raise ConfigError("--perf-rate applies to --perf-scenario server; add that, or drop it")
-    if options.workers < 1:
-        raise ConfigError(f"--perf-workers {options.workers}: at least 1 thread")
+
+
+# Numeric options: (option, value of, least allowed, whether the least is allowed, what it is)
+NUMBER_RULES: tuple[tuple[str, Callable[[PerfOptions], float | None], float, bool, str], ...] = (
+    ("--perf-batch", lambda o: o.batch, 1, True, "inputs per call, at least 1"),
+    ("--perf-threads", lambda o: o.intra_op_threads, 1, True, "threads, at least 1"),
+    ("--perf-workers", lambda o: o.workers, 1, True, "threads, at least 1"),
+    ("--perf-max-time", lambda o: o.policy.max_seconds, 0, False, "seconds, more than 0"),
+    ("--perf-min-samples", lambda o: o.policy.min_samples, 1, True, "calls, at least 1"),
+    ("--perf-confidence", lambda o: o.policy.confidence, 0, False, "a level in (0, 1): 0.95"),
+    ("--perf-concurrency", lambda o: o.concurrency, 0, True, "threads, 0 (off) or more"),
+    ("--perf-concurrency-time", lambda o: o.concurrency_seconds, 0, False, "seconds, over 0"),
+    ("--perf-inject-delay", lambda o: o.policy.inject_delay_ms, 0, True, "ms, 0 or more"),
+)
+
+
+def _check_numbers(options: PerfOptions) -> None:
+    for option, value_of, least, least_allowed, what in NUMBER_RULES:
+        value = value_of(options)
+        if value is None:
+            continue  # not set: its default applies
+        too_low = value < least if least_allowed else value <= least
+        too_high = option == "--perf-confidence" and value >= 1
+        if not math.isfinite(value) or too_low or too_high:
+            raise ConfigError(f"{option} {value:g}: {what}")
 
 
 def _check_output_dirs(config: pytest.Config, options: PerfOptions) -> None:
@@ -446,6 +485,7 @@ def read_options(config: pytest.Config) -> PerfOptions:
         _check_weights(options.weights)
         _check_output_dirs(config, options)
         _check_scenario(options)
+        _check_numbers(options)
     except (SelectionError, GitRefError, UserFileError, ValueError) as error:
         if config.getoption("perf_debug"):
             raise

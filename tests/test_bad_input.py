@@ -19,6 +19,7 @@ from onnx import TensorProto, helper
 from export.inputs import parse_assignments
 from export.user_files import UserFileError, check_onnx_file, weights_shapes
 from perf.baselines.store import BaselineError, load_baseline
+from perf.config import LIST_OPTIONS, OPTIONS, ConfigError, read_options
 from perf.measure.cases import SelectionError, parse_durations, select_providers, select_variants
 from tests import test_plugin
 from tests.test_plugin import Suite, output, write_foreign_model
@@ -166,6 +167,11 @@ def test_benchmarks_are_not_run_side_by_side_under_xdist(suite: Suite) -> None:
         (["--perf-durations=3x"], "3x"),
         (["--perf-durations=0s"], "0s"),
         (["--perf-variants=nosuch/*"], "nosuch/*"),
+        (["--perf-batch=0"], "--perf-batch 0: inputs per call, at least 1"),
+        (["--perf-max-time=nan"], "--perf-max-time nan: seconds, more than 0"),
+        (["--perf-confidence=1.5"], "--perf-confidence 1.5: a level in (0, 1)"),
+        (["--perf-threads=0"], "--perf-threads 0: threads, at least 1"),
+        (["--perf-inject-delay=-5"], "--perf-inject-delay -5: ms, 0 or more"),
     ],
 )
 def test_option_values_that_mean_nothing(suite: Suite, args: list[str], expected: str) -> None:
@@ -283,3 +289,29 @@ def test_perf_debug_shows_the_traceback_behind_an_input_error(suite: Suite) -> N
 
     assert "Traceback" not in output(plain)
     assert "Traceback" in output(debug) and "UserFileError" in output(debug)
+
+
+VALUED_OPTIONS = sorted(
+    [name for name, kwargs in OPTIONS if kwargs.get("action") != "store_true"]
+    + [name for name, *_ in LIST_OPTIONS]
+)
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(option=st.sampled_from(VALUED_OPTIONS), text=st.text(max_size=24))
+def test_every_option_with_any_value_is_read_or_refused_in_one_line(
+    pytester: pytest.Pytester, option: str, text: str
+) -> None:
+    """Random strings to every valued --perf-* option, through pytest's parser and the suite's
+    own reading: accepted, or a usage error / ConfigError of one line; nothing written."""
+    pytester.makeconftest('pytest_plugins = ["perf.plugin"]\n')
+    before = snapshot(pytester.path)
+    try:
+        config = pytester.parseconfig(f"{option}={text}")
+    except pytest.UsageError as error:  # pytest's argparse message: the usage, then the error
+        assert f"error: argument {option}: " in str(error), str(error)
+    else:
+        _one_line_or_accepted(lambda: read_options(config), (ConfigError,))
+    assert snapshot(pytester.path) == before
