@@ -72,6 +72,8 @@ class PerfOptions:
     debug: bool = False  # --perf-debug: tracebacks with errors and failures
     scenario: str = "single-stream"  # or "server": open-loop Poisson arrivals at each rate
     rates: tuple[float, ...] = ()  # --perf-rate, requests per second
+    peak: bool = False  # --perf-rate peak: search the highest rate meeting --perf-slo-ms
+    slo_ms: float | None = None  # --perf-slo-ms: the P99 target of the peak search
     workers: int = 1  # --perf-workers: threads sharing one session in the server scenario
 
 
@@ -183,7 +185,15 @@ OPTIONS = (
         action="append",
         default=None,
         metavar="REQ_PER_S",
-        help="server scenario: offered load in requests per second, e.g. 2 or 1,2,3",
+        help="server scenario: offered load in requests per second, e.g. 2 or 1,2,3; 'peak' "
+        "searches the highest rate whose P99 stays under --perf-slo-ms",
+    ),
+    _option(
+        "--perf-slo-ms",
+        type=float,
+        default=None,
+        metavar="MS",
+        help="with --perf-rate peak: the P99 latency target, ms",
     ),
     _option(
         "--perf-workers",
@@ -276,6 +286,10 @@ def _fixed_value(text: str) -> object:
         return text
 
 
+def _without_peak(values: list[str] | None) -> list[str]:
+    return [item for item in split_list(values or []) if item != "peak"]
+
+
 def _dims(items: list[str]) -> dict[str, int]:
     dims = {}
     for name, value in parse_assignments(items, "--perf-dim").items():
@@ -337,7 +351,9 @@ def _options(config: pytest.Config) -> PerfOptions:
         against_unchanged=config.getoption("perf_against_unchanged"),
         debug=config.getoption("perf_debug"),
         scenario=config.getoption("perf_scenario"),
-        rates=parse_rates(config.getoption("perf_rate")),
+        rates=parse_rates(_without_peak(config.getoption("perf_rate"))),
+        peak="peak" in split_list(config.getoption("perf_rate") or []),
+        slo_ms=config.getoption("perf_slo_ms"),
         workers=config.getoption("perf_workers"),
     )
 
@@ -423,12 +439,18 @@ def _refuse_parallel_benchmarks(config: pytest.Config) -> None:
 
 
 def _check_scenario(options: PerfOptions) -> None:
-    if options.scenario == "server" and not options.rates:
+    if options.peak and options.slo_ms is None:
+        raise ConfigError(
+            "--perf-rate peak needs --perf-slo-ms MS: the P99 latency the rate must keep"
+        )
+    if options.slo_ms is not None and not options.peak:
+        raise ConfigError("--perf-slo-ms applies to --perf-rate peak; add that, or drop it")
+    if options.scenario == "server" and not (options.rates or options.peak):
         raise ConfigError(
             "--perf-scenario server needs --perf-rate REQ_PER_S (e.g. --perf-rate 2): the "
             "offered load in requests per second"
         )
-    if options.rates and options.scenario != "server":
+    if (options.rates or options.peak) and options.scenario != "server":
         raise ConfigError("--perf-rate applies to --perf-scenario server; add that, or drop it")
 
 
@@ -443,6 +465,7 @@ NUMBER_RULES: tuple[tuple[str, Callable[[PerfOptions], float | None], float, boo
     ("--perf-concurrency", lambda o: o.concurrency, 0, True, "threads, 0 (off) or more"),
     ("--perf-concurrency-time", lambda o: o.concurrency_seconds, 0, False, "seconds, over 0"),
     ("--perf-inject-delay", lambda o: o.policy.inject_delay_ms, 0, True, "ms, 0 or more"),
+    ("--perf-slo-ms", lambda o: o.slo_ms, 0, False, "ms, more than 0"),
 )
 
 

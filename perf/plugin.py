@@ -87,7 +87,7 @@ def record_samples(benchmark: Any, samples_ms: Sequence[float], extra_info: dict
 
 FIXTURES_BY_SCENARIO = {
     "single-stream": ("perf_case", "eager_case", "concurrency_case"),
-    "server": ("server_case",),
+    "server": ("server_case", "peak_case"),
 }
 
 
@@ -112,7 +112,15 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     )
     if name == "perf_case":
         metafunc.parametrize("perf_case", cases, ids=[c.id for c in cases])
+    elif name == "peak_case":
+        if options.peak:
+            metafunc.parametrize("peak_case", cases, ids=[f"{c.id}-peak" for c in cases])
+        else:
+            _off(metafunc, name, "no --perf-rate peak")
     elif name == "server_case":
+        if not options.rates:
+            _off(metafunc, name, "--perf-rate peak only")
+            return
         pairs = [(case, rate) for case in cases for rate in options.rates]
         ids = [f"{case.id}-{rate:g}rps" for case, rate in pairs]
         metafunc.parametrize("server_case", pairs, ids=ids)
@@ -158,7 +166,7 @@ def _write_report(session: pytest.Session) -> None:
         skipped=skipped,
         refused=[(case.id, verdict.message()) for case, verdict in run.models.refused],
         against=[o.to_dict() for o in run.against.outcomes] if run.against else [],
-        scenarios=[r.to_dict() for r in run.server_results],
+        scenarios=[r.to_dict() for r in (*run.server_results, *run.peak_results)],
     )
     paths = write_report(directory, content)
     if reporter:
@@ -225,6 +233,12 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     if run.server_results:
         terminalreporter.section("server scenario: Poisson arrivals, latency from scheduled time")
         terminalreporter.write_line(format_table(server_rows(run.server_results), SERVER_HEADERS))
+    if run.peak_results:
+        terminalreporter.section(
+            "peak rate under an SLO (Poisson arrivals, LoadGen early stopping)"
+        )
+        for result in run.peak_results:
+            terminalreporter.write_line(f"{result.case.id}: {result.line()}")
     checks = run.baselines.checks
     # The table holds the verdicts of stored runs; a verdict measured side by side is a line.
     by_runs = [(b, c.comparison) for b, c in checks.items() if c.comparison and not c.interleaved]

@@ -126,6 +126,16 @@ def test_server(
         warnings.warn(f"{case.id} at {rate:g} req/s: {flag}", stacklevel=1)
 
 
+def test_peak_rate(peak_case: PerfCase, perf_run: PerfRun) -> None:
+    """--perf-rate peak: the highest Poisson rate whose P99 is proven under --perf-slo-ms."""
+    with unavailable_or_refused(perf_run.options.debug):
+        result = perf_run.find_peak(peak_case)
+    for point in result.points:
+        if point.run.generator_fell_behind:
+            warnings.warn(f"{peak_case.id} at {point.run.rate_rps:.3g} req/s: generator late",
+                          stacklevel=1)  # fmt: skip
+
+
 def test_concurrent_throughput(concurrency_case: PerfCase, perf_run: PerfRun) -> None:
     """Requests/s of N threads on one session: in the summary and report, not a per-call
     benchmark for pytest-benchmark."""

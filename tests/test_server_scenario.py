@@ -24,9 +24,10 @@ def test_a_server_run_per_rate_with_its_row_in_the_report(suite: Suite, tmp_path
     )  # fmt: skip
 
     text = output(result)
-    result.assert_outcomes(passed=2, skipped=3)  # single-stream tests say why they are off
+    result.assert_outcomes(passed=2, skipped=4)  # single-stream tests say why they are off
     assert "server scenario: Poisson arrivals, latency from scheduled time" in text
     assert "SKIPPED [3] test_latency.py: --perf-scenario server" in text  # each says why
+    assert "SKIPPED [1] test_latency.py: no --perf-rate peak" in text
     rows = json.loads((report / "report.json").read_text())["scenarios"]
     assert [(r["id"], r["rate_rps"]) for r in rows] == [
         ("tiny/fp32-cpu-3s", 50.0),
@@ -43,10 +44,35 @@ def test_a_server_run_per_rate_with_its_row_in_the_report(suite: Suite, tmp_path
     assert (report / "load.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
 
 
+def test_a_peak_search_with_its_points_in_the_report(suite: Suite, tmp_path: Path) -> None:
+    report = tmp_path / "report"
+
+    result = suite.run(
+        "--perf-scenario=server", "--perf-rate=peak", "--perf-slo-ms=50", "--perf-max-time=30",
+        f"--perf-report={report}", target="test_latency.py",
+    )  # fmt: skip
+
+    text = output(result)
+    result.assert_outcomes(passed=1, skipped=4)
+    assert "peak rate under an SLO" in text
+    assert "tiny/fp32-cpu-3s: peak rate with P99 <= 50 ms: at least" in text
+    (row,) = json.loads((report / "report.json").read_text())["scenarios"]
+    assert row["scenario"] == "peak" and row["slo_ms"] == 50.0 and row["points"]
+    assert row["peak_rps"] == row["peak_rps_interval"][0]
+    for point in row["points"]:
+        assert point["requests"] + point["unserved"] == 449  # 1.5 x 299: P99 at 95%
+        assert point["passed"] == (point["holds"] and not point["unserved"])
+    assert "## Peak rate whose P99 is proven under the SLO" in (report / "report.md").read_text()
+    assert (report / "load.png").exists()
+
+
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
         (["--perf-scenario=server"], "--perf-scenario server needs --perf-rate"),
+        (["--perf-scenario=server", "--perf-rate=peak"], "--perf-rate peak needs --perf-slo-ms"),
+        (["--perf-scenario=server", "--perf-rate=2", "--perf-slo-ms=5"], "--perf-slo-ms applies"),
+        (["--perf-scenario=server", "--perf-rate=peak", "--perf-slo-ms=0"], "--perf-slo-ms 0"),
         (["--perf-rate=2"], "--perf-rate applies to --perf-scenario server"),
         (["--perf-scenario=server", "--perf-rate=fast"], "--perf-rate 'fast': requests per sec"),
         (["--perf-scenario=server", "--perf-rate=0"], "--perf-rate '0': requests per second"),

@@ -77,7 +77,9 @@ def write_report(
     if content.scenarios:
         from perf.reports.plots import plot_load
 
-        plots.append(("latency under load", plot_load(content.scenarios, directory / LOAD_PNG)))
+        plots.append(
+            ("latency under load", plot_load(load_points(content.scenarios), directory / LOAD_PNG))
+        )
     links = [(label, path.relative_to(directory).as_posix()) for label, path in plots]
     texts = {
         REPORT_MD: markdown_summary(content, plots=links),
@@ -102,6 +104,7 @@ def markdown_summary(
         _refused_table(content.refused),
         _against_table(content.against),
         _scenarios_table(content.scenarios),
+        _peak_table(content.scenarios),
         _comparison_table(content.comparisons),
         _skipped_table(content.skipped),
     ]
@@ -270,6 +273,7 @@ def _against_table(against: Sequence[Mapping[str, Any]]) -> _Table:
 
 
 def _scenarios_table(rows: Sequence[Mapping[str, Any]]) -> _Table:
+    rows = [r for r in rows if r.get("scenario") == "server"]
     return _Table(
         title="Server scenario (Poisson arrivals; latency from each request's scheduled time)",
         headers=("configuration", "offered", "achieved", "P50", "P95", "P99", "flags"),
@@ -287,6 +291,40 @@ def _scenarios_table(rows: Sequence[Mapping[str, Any]]) -> _Table:
         ],
         important=[bool(r["flags"]) for r in rows],
     )
+
+
+def _peak_table(rows: Sequence[Mapping[str, Any]]) -> _Table:
+    rows = [r for r in rows if r.get("scenario") == "peak"]
+    return _Table(
+        title="Peak rate whose P99 is proven under the SLO (Poisson arrivals; LoadGen's "
+        "early-stopping rule)",
+        headers=("configuration", "SLO", "peak rate", "below", "points", "stopped"),
+        rows=[
+            (
+                r["id"],
+                f"P99 <= {r['slo_ms']:g} ms",
+                f"{r['peak_rps']:.3g} req/s",
+                "-"
+                if r["peak_rps_interval"][1] is None
+                else f"{r['peak_rps_interval'][1]:.3g} req/s",
+                str(len(r["points"])),
+                r["stopped"],
+            )
+            for r in rows
+        ],
+        important=[r["peak_rps"] == 0 for r in rows],
+    )
+
+
+def load_points(rows: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """Every open-loop run at one rate: server rows, and each point of a peak search."""
+    points: list[Mapping[str, Any]] = []
+    for scenario in rows:
+        if scenario.get("scenario") == "peak":
+            points += [{**p, "id": scenario["id"]} for p in scenario["points"]]
+        else:
+            points.append(scenario)
+    return points
 
 
 def _skipped_table(skipped: Skipped) -> _Table:

@@ -101,7 +101,7 @@ class OpenLoopRun:
         }
 
 
-class _Clock:
+class Clock:
     """The real clock, replaceable in tests by any object with these two methods."""
 
     now = staticmethod(time.perf_counter)
@@ -120,7 +120,7 @@ def run_open_loop(
     rate_rps: float,
     workers: int = 1,
     deadline_s: float = math.inf,
-    clock: Any = _Clock,
+    clock: Any = Clock,
 ) -> OpenLoopRun:
     """Serve ``schedule`` with ``workers`` threads taking requests in arrival order; requests
     not started ``deadline_s`` after the start are left unserved (an overloaded run would

@@ -1,0 +1,62 @@
+"""The peak-rate search on a fake model of known capacity, on a fake clock (no wall time)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from perf.measure.cases import PerfCase
+from perf.scenarios.open_loop import poisson_schedule, run_open_loop
+from perf.scenarios.peak import find_peak, point_requests
+from tests.test_open_loop import FakeClock
+
+CASE = PerfCase("fake/fp32", "cpu", 3.0)
+SERVICE_S = 0.010  # one request at a time: capacity 100 req/s
+SLO_MS = 50.0
+
+
+def _model(clock: FakeClock):
+    def call() -> None:
+        clock.t += SERVICE_S
+
+    return call
+
+
+def _true_p99_ms(rate: float) -> float:
+    """P99 of this M/D/1 queue at ``rate``, from one long run (many times a search point)."""
+    clock = FakeClock()
+    schedule = poisson_schedule(rate, 100_000, seed=99)
+    run = run_open_loop(schedule, lambda _r: _model(clock)(), rate, clock=clock)
+    return float(np.quantile(run.values("latency_ms"), 0.99))
+
+
+def test_the_search_brackets_the_rate_where_p99_reaches_the_slo() -> None:
+    clock = FakeClock()
+    result = find_peak(CASE, _model(clock), SLO_MS, workers=1, max_seconds=600.0, clock=clock)
+
+    assert result.capacity_rps == pytest.approx(100.0)
+    assert result.failed_rps is not None and result.proven_rps > 0
+    assert result.failed_rps / result.proven_rps <= 1.10 and "within 10%" in result.stopped
+    # The proven rate really meets the SLO, the failed one (nearly) does not; and the
+    # search is not timid: the proven rate is within 20% of where P99 crosses 50 ms.
+    assert _true_p99_ms(result.proven_rps) <= SLO_MS
+    assert _true_p99_ms(result.failed_rps * 1.1) > SLO_MS
+    assert _true_p99_ms(result.proven_rps * 1.2) > SLO_MS
+    assert all(len(p.run.served) == point_requests(0.95) for p in result.points)
+
+
+def test_the_time_cap_bounds_the_whole_search() -> None:
+    clock = FakeClock()
+    result = find_peak(CASE, _model(clock), SLO_MS, workers=1, max_seconds=15.0, clock=clock)
+
+    assert sum(p.run.seconds for p in result.points) <= 15.0 * 1.1
+    assert result.stopped.startswith("time cap")
+    assert "at least" in result.line() and "req/s" in result.line()
+
+
+def test_an_slo_below_one_call_is_met_by_no_rate() -> None:
+    clock = FakeClock()
+    result = find_peak(CASE, _model(clock), 5.0, workers=1, max_seconds=10_000.0, clock=clock)
+
+    assert result.proven_rps == 0.0 and result.stopped == "no rate meets the SLO"
+    assert result.to_dict()["peak_rps_interval"][0] == 0.0
