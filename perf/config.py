@@ -29,6 +29,7 @@ from perf.measure.cases import (
     SelectionError,
     case_inputs,
     parse_durations,
+    parse_lengths,
     select_providers,
     select_variants,
     split_list,
@@ -74,6 +75,7 @@ class PerfOptions:
     rates: tuple[float, ...] = ()  # --perf-rate, requests per second
     peak: bool = False  # --perf-rate peak: search the highest rate meeting --perf-slo-ms
     slo_ms: float | None = None  # --perf-slo-ms: the P99 target of the peak search
+    lengths: tuple[tuple[float, float], ...] = ()  # --perf-lengths: (seconds, weight) mix
     workers: int = 1  # --perf-workers: threads sharing one session in the server scenario
 
 
@@ -187,6 +189,14 @@ OPTIONS = (
         metavar="REQ_PER_S",
         help="server scenario: offered load in requests per second, e.g. 2 or 1,2,3; 'peak' "
         "searches the highest rate whose P99 stays under --perf-slo-ms",
+    ),
+    _option(
+        "--perf-lengths",
+        action="append",
+        default=[],
+        metavar="LEN:WEIGHT",
+        help="server scenario: a mix of input lengths drawn per request by weight, e.g. "
+        "0.5s:1,3s:2,10s:1 (each warmed up first; results per length)",
     ),
     _option(
         "--perf-slo-ms",
@@ -354,6 +364,7 @@ def _options(config: pytest.Config) -> PerfOptions:
         rates=parse_rates(_without_peak(config.getoption("perf_rate"))),
         peak="peak" in split_list(config.getoption("perf_rate") or []),
         slo_ms=config.getoption("perf_slo_ms"),
+        lengths=parse_lengths(config.getoption("perf_lengths")),
         workers=config.getoption("perf_workers"),
     )
 
@@ -449,6 +460,11 @@ def _check_scenario(options: PerfOptions) -> None:
         raise ConfigError(
             "--perf-scenario server needs --perf-rate REQ_PER_S (e.g. --perf-rate 2): the "
             "offered load in requests per second"
+        )
+    if options.lengths and options.scenario != "server":
+        raise ConfigError(
+            "--perf-lengths applies to --perf-scenario server; for one call at a time, time "
+            "each length with --perf-durations"
         )
     if (options.rates or options.peak) and options.scenario != "server":
         raise ConfigError("--perf-rate applies to --perf-scenario server; add that, or drop it")

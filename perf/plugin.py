@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from collections import Counter
 from collections.abc import Sequence
@@ -110,6 +111,10 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     cases = build_cases(
         options.variants, options.providers, options.durations, options.batch, options.model_files
     )
+    if options.lengths and name in ("server_case", "peak_case"):
+        first = {(c.variant, c.provider, c.model_file): c for c in reversed(cases)}.values()
+        cases = [dataclasses.replace(c, duration_s=options.lengths[0][0], mix=options.lengths)
+                 for c in first]  # fmt: skip
     if name == "perf_case":
         metafunc.parametrize("perf_case", cases, ids=[c.id for c in cases])
     elif name == "peak_case":
@@ -166,7 +171,7 @@ def _write_report(session: pytest.Session) -> None:
         skipped=skipped,
         refused=[(case.id, verdict.message()) for case, verdict in run.models.refused],
         against=[o.to_dict() for o in run.against.outcomes] if run.against else [],
-        scenarios=[r.to_dict() for r in (*run.server_results, *run.peak_results)],
+        scenarios=[r.to_dict() for r in (*run.traffic.server_results, *run.traffic.peak_results)],
     )
     paths = write_report(directory, content)
     if reporter:
@@ -230,14 +235,16 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         ]
         headers = ("configuration", "threads", "throughput", "P50", "P99 [95% CI]")
         terminalreporter.write_line(format_table(rows, headers))
-    if run.server_results:
+    if run.traffic.server_results:
         terminalreporter.section("server scenario: Poisson arrivals, latency from scheduled time")
-        terminalreporter.write_line(format_table(server_rows(run.server_results), SERVER_HEADERS))
-    if run.peak_results:
+        terminalreporter.write_line(
+            format_table(server_rows(run.traffic.server_results), SERVER_HEADERS)
+        )
+    if run.traffic.peak_results:
         terminalreporter.section(
             "peak rate under an SLO (Poisson arrivals, LoadGen early stopping)"
         )
-        for result in run.peak_results:
+        for result in run.traffic.peak_results:
             terminalreporter.write_line(f"{result.case.id}: {result.line()}")
     checks = run.baselines.checks
     # The table holds the verdicts of stored runs; a verdict measured side by side is a line.

@@ -28,9 +28,9 @@ from perf.measurement import (
 )
 from perf.scenarios.ab import ABOutcome
 from perf.scenarios.against import against_gate
-from perf.scenarios.peak import PeakResult, find_peak
-from perf.scenarios.server import ServerResult, measure_server
+from perf.scenarios.open_loop import Workload
 from perf.scenarios.stored import side_by_side_with_stored
+from perf.scenarios.traffic import TrafficRun, workload_for
 
 log = logging.getLogger("perf")
 
@@ -63,8 +63,9 @@ class PerfRun:
             )
         self.results: list[LatencyResult] = []
         self.concurrency_results: list[tuple[PerfCase, ConcurrencyResult]] = []
-        self.server_results: list[ServerResult] = []
-        self.peak_results: list[PeakResult] = []
+        self.traffic = TrafficRun(
+            options.policy, options.workers, options.slo_ms, self._open_workload
+        )
         self.baselines = BaselineGate(
             options.baselines_dir, force=options.force_compare, remeasure=self._stored_side_by_side
         )
@@ -124,38 +125,14 @@ class PerfRun:
         if warning:
             warnings.warn(f"{result.case.id}: {warning}", stacklevel=2)
 
-    def measure_server(self, case: PerfCase, rate_rps: float) -> ServerResult:
-        """The case's model on one session serving Poisson arrivals at ``rate_rps``."""
+    def _open_workload(self, case: PerfCase) -> Workload:
         check_available(resolve_provider(case.provider))
         settings = self.settings(case.provider)
         model, _ = self.models.resolve(case, settings)
         session = open_session(model.path, settings)
-        inputs = case_inputs(model.path, case, self.options.dims, self.options.fixed_inputs)
-        policy = self.options.policy
-        log.info("%s: serving %g req/s for %g s", case.id, rate_rps, policy.max_seconds)
-        result = measure_server(
-            case, lambda: session.run(None, inputs), rate_rps, self.options.workers,
-            policy.max_seconds, policy.confidence,
-        )  # fmt: skip
-        self.server_results.append(result)
-        return result
-
-    def find_peak(self, case: PerfCase) -> PeakResult:
-        """The highest Poisson rate at which the case's model proves P99 <= --perf-slo-ms."""
-        check_available(resolve_provider(case.provider))
-        settings = self.settings(case.provider)
-        model, _ = self.models.resolve(case, settings)
-        session = open_session(model.path, settings)
-        inputs = case_inputs(model.path, case, self.options.dims, self.options.fixed_inputs)
-        assert self.options.slo_ms is not None  # read_options requires it with peak
-        policy = self.options.policy
-        log.info("%s: searching the peak rate for %g s at most", case.id, policy.max_seconds)
-        result = find_peak(
-            case, lambda: session.run(None, inputs), self.options.slo_ms, self.options.workers,
-            policy.max_seconds, policy.confidence, progress=log.info,
-        )  # fmt: skip
-        self.peak_results.append(result)
-        return result
+        return workload_for(
+            case, session.run, model.path, self.options.dims, self.options.fixed_inputs
+        )
 
     def measure_torch(self, case: PerfCase) -> LatencyResult:
         """The torch eager reference row: what ONNX Runtime bought, on the same CPU threads."""

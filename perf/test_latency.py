@@ -119,7 +119,7 @@ def test_server(
     """--perf-scenario server: Poisson arrivals at each --perf-rate; latency from schedule."""
     case, rate = server_case
     with unavailable_or_refused(perf_run.options.debug):
-        result = perf_run.measure_server(case, rate)
+        result = perf_run.traffic.measure_server(case, rate)
     latencies = result.run.values("latency_ms")
     _record(request, latencies, {"server": result.to_dict(), "samples_ms": latencies})
     for flag in result.flags:
@@ -129,7 +129,7 @@ def test_server(
 def test_peak_rate(peak_case: PerfCase, perf_run: PerfRun) -> None:
     """--perf-rate peak: the highest Poisson rate whose P99 is proven under --perf-slo-ms."""
     with unavailable_or_refused(perf_run.options.debug):
-        result = perf_run.find_peak(peak_case)
+        result = perf_run.traffic.find_peak(peak_case)
     for point in result.points:
         if point.run.generator_fell_behind:
             warnings.warn(f"{peak_case.id} at {point.run.rate_rps:.3g} req/s: generator late",

@@ -6,7 +6,18 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from perf.scenarios.open_loop import LAG_LIMIT_MS, Request, poisson_schedule, run_open_loop
+from perf.measure.cases import PerfCase
+from perf.scenarios.open_loop import (
+    LAG_LIMIT_MS,
+    Request,
+    Workload,
+    poisson_schedule,
+    run_open_loop,
+)
+from perf.scenarios.server import ServerResult
+from perf.stats.percentiles import LatencySummary
+
+CASE = PerfCase("fake/fp32", "cpu", 1.0, mix=((1.0, 1.0), (8.0, 1.0)))
 
 
 class FakeClock:
@@ -102,3 +113,44 @@ def test_several_workers_serve_every_request_once() -> None:
 
     assert sorted(served) == list(range(40))
     assert [s.request.index for s in run.served] == list(range(40))
+
+
+def test_a_mix_draws_kinds_by_weight_without_moving_the_arrivals() -> None:
+    plain = poisson_schedule(4.0, 4000, seed=3)
+    mixed = poisson_schedule(4.0, 4000, seed=3, weights=(1.0, 2.0, 1.0))
+
+    assert [r.arrival_s for r in mixed] == [r.arrival_s for r in plain]
+    assert {r.kind for r in plain} == {0}
+    shares = np.bincount([r.kind for r in mixed]) / 4000
+    assert shares == pytest.approx([0.25, 0.5, 0.25], abs=0.03)
+    with pytest.raises(ValueError, match="weights must be positive"):
+        poisson_schedule(4.0, 10, weights=(1.0, 0.0))
+
+
+def test_each_length_of_a_mix_is_warmed_and_read_apart() -> None:
+    clock = FakeClock()
+    calls: list[str] = []
+
+    def length(name: str, seconds: float):
+        def call() -> None:
+            calls.append(name)
+            clock.t += seconds
+
+        return call
+
+    workload = Workload((length("1s", 0.01), length("8s", 0.08)), (1.0, 1.0), ("1s", "8s"))
+    workload.warm(2)
+    assert calls == ["1s", "1s", "8s", "8s"]
+    schedule = poisson_schedule(2.0, 400, seed=5, weights=workload.weights)
+
+    run = run_open_loop(schedule, workload.serve, rate_rps=2.0, clock=clock)
+    result = ServerResult(CASE, run, *(LatencySummary.from_samples(run.values(v))
+                                       for v in ("latency_ms", "queue_ms", "service_ms")),
+                          workload=workload)  # fmt: skip
+
+    short, long = result.per_length()
+    assert (short["length"], long["length"]) == ("1s", "8s")
+    assert short["requests"] + long["requests"] == 400
+    assert short["service_p50_ms"] == pytest.approx(10.0)
+    assert long["service_p50_ms"] == pytest.approx(80.0)
+    assert result.to_dict()["per_length"] == [short, long]

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from perf.measure.cases import PerfCase
-from perf.scenarios.open_loop import poisson_schedule, run_open_loop
+from perf.scenarios.open_loop import Workload, poisson_schedule, run_open_loop
 from perf.scenarios.peak import find_peak, point_requests
 from tests.test_open_loop import FakeClock
 
@@ -15,11 +15,15 @@ SERVICE_S = 0.010  # one request at a time: capacity 100 req/s
 SLO_MS = 50.0
 
 
-def _model(clock: FakeClock):
+def _model(clock: FakeClock, seconds: float = SERVICE_S):
     def call() -> None:
-        clock.t += SERVICE_S
+        clock.t += seconds
 
     return call
+
+
+def _one_length(clock: FakeClock) -> Workload:
+    return Workload((_model(clock),))
 
 
 def _true_p99_ms(rate: float) -> float:
@@ -32,7 +36,7 @@ def _true_p99_ms(rate: float) -> float:
 
 def test_the_search_brackets_the_rate_where_p99_reaches_the_slo() -> None:
     clock = FakeClock()
-    result = find_peak(CASE, _model(clock), SLO_MS, workers=1, max_seconds=600.0, clock=clock)
+    result = find_peak(CASE, _one_length(clock), SLO_MS, workers=1, max_seconds=600.0, clock=clock)
 
     assert result.capacity_rps == pytest.approx(100.0)
     assert result.failed_rps is not None and result.proven_rps > 0
@@ -47,7 +51,7 @@ def test_the_search_brackets_the_rate_where_p99_reaches_the_slo() -> None:
 
 def test_the_time_cap_bounds_the_whole_search() -> None:
     clock = FakeClock()
-    result = find_peak(CASE, _model(clock), SLO_MS, workers=1, max_seconds=15.0, clock=clock)
+    result = find_peak(CASE, _one_length(clock), SLO_MS, workers=1, max_seconds=15.0, clock=clock)
 
     assert sum(p.run.seconds for p in result.points) <= 15.0 * 1.1
     assert result.stopped.startswith("time cap")
@@ -56,7 +60,19 @@ def test_the_time_cap_bounds_the_whole_search() -> None:
 
 def test_an_slo_below_one_call_is_met_by_no_rate() -> None:
     clock = FakeClock()
-    result = find_peak(CASE, _model(clock), 5.0, workers=1, max_seconds=10_000.0, clock=clock)
+    result = find_peak(CASE, _one_length(clock), 5.0, workers=1, max_seconds=10_000.0, clock=clock)
 
     assert result.proven_rps == 0.0 and result.stopped == "no rate meets the SLO"
     assert result.to_dict()["peak_rps_interval"][0] == 0.0
+
+
+def test_a_mix_is_served_by_its_weights_and_its_capacity_weighs_each_length() -> None:
+    clock = FakeClock()
+    # A quarter of the requests take 40 ms, the rest 10 ms: 17.5 ms on average.
+    mix = Workload((_model(clock, 0.010), _model(clock, 0.040)), (3.0, 1.0), ("1s", "4s"))
+
+    result = find_peak(CASE, mix, 200.0, workers=1, max_seconds=600.0, clock=clock)
+
+    assert result.capacity_rps == pytest.approx(1 / 0.0175)
+    kinds = [s.request.kind for p in result.points for s in p.run.served]
+    assert 0.2 < kinds.count(1) / len(kinds) < 0.3

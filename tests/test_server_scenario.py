@@ -66,10 +66,30 @@ def test_a_peak_search_with_its_points_in_the_report(suite: Suite, tmp_path: Pat
     assert (report / "load.png").exists()
 
 
+def test_a_length_mix_has_one_case_per_model_and_a_row_per_length(
+    suite: Suite, tmp_path: Path
+) -> None:
+    report = tmp_path / "report"
+
+    result = suite.run(
+        "--perf-scenario=server", "--perf-rate=50", "--perf-lengths=1s:3,4s:1",
+        "--perf-max-time=2", f"--perf-report={report}", target="test_latency.py",
+    )  # fmt: skip
+
+    result.assert_outcomes(passed=1, skipped=4)
+    (row,) = json.loads((report / "report.json").read_text())["scenarios"]
+    assert row["id"] == "tiny/fp32-cpu-mix"
+    assert [(r["length"], r["weight"]) for r in row["per_length"]] == [("1s", 3.0), ("4s", 1.0)]
+    assert sum(r["requests"] for r in row["per_length"]) == row["requests"]
+
+
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
         (["--perf-scenario=server"], "--perf-scenario server needs --perf-rate"),
+        (["--perf-lengths=1s:2"], "--perf-lengths applies to --perf-scenario server"),
+        (["--perf-scenario=server", "--perf-rate=2", "--perf-lengths=1s:x"], "the weight after"),
+        (["--perf-scenario=server", "--perf-rate=2", "--perf-lengths=0s"], "--perf-lengths '0s'"),
         (["--perf-scenario=server", "--perf-rate=peak"], "--perf-rate peak needs --perf-slo-ms"),
         (["--perf-scenario=server", "--perf-rate=2", "--perf-slo-ms=5"], "--perf-slo-ms applies"),
         (["--perf-scenario=server", "--perf-rate=peak", "--perf-slo-ms=0"], "--perf-slo-ms 0"),

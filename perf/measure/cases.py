@@ -30,10 +30,14 @@ class PerfCase:
     duration_s: float
     batch: int = 1
     model_file: Path | None = None
+    # --perf-lengths: (seconds, weight) of each input length of a traffic mix; duration_s is
+    # then the first length
+    mix: tuple[tuple[float, float], ...] = ()
 
     @property
     def id(self) -> str:
-        return f"{self.variant}-{self.provider}-{format_duration(self.duration_s)}" + (
+        length = "mix" if self.mix else format_duration(self.duration_s)
+        return f"{self.variant}-{self.provider}-{length}" + (
             f"-b{self.batch}" if self.batch != 1 else ""
         )
 
@@ -81,7 +85,7 @@ def select_providers(patterns: Sequence[str], known: Sequence[str]) -> list[str]
     return selected
 
 
-def parse_durations(values: Sequence[str]) -> list[float]:
+def parse_durations(values: Sequence[str], option: str = "--perf-durations") -> list[float]:
     durations = []
     for value in values:
         text = value.strip().lower().removesuffix("s")
@@ -89,12 +93,31 @@ def parse_durations(values: Sequence[str]) -> list[float]:
             seconds = float(text)
         except ValueError:
             raise SelectionError(
-                f"--perf-durations {value!r} is not a duration; write e.g. 1s,3s,10s"
+                f"{option} {value!r} is not a duration; write e.g. 1s,3s,10s"
             ) from None
         if not (math.isfinite(seconds) and seconds > 0):
-            raise SelectionError(f"--perf-durations {value!r} must be positive and finite")
+            raise SelectionError(f"{option} {value!r} must be positive and finite")
         durations.append(seconds)
     return durations
+
+
+def parse_lengths(values: Sequence[str]) -> tuple[tuple[float, float], ...]:
+    """``--perf-lengths 0.5s:1,3s:2,10s:1``: input lengths with weights (default 1 each)."""
+    mix = []
+    for item in split_list(values):
+        length, _, weight_text = item.partition(":")
+        (seconds,) = parse_durations([length], option="--perf-lengths")
+        try:
+            weight = float(weight_text) if weight_text else 1.0
+        except ValueError:
+            weight = math.nan
+        if not (math.isfinite(weight) and weight > 0):
+            raise SelectionError(
+                f"--perf-lengths {item!r}: the weight after ':' must be a positive number, "
+                "e.g. 3s:2"
+            )
+        mix.append((seconds, weight))
+    return tuple(mix)
 
 
 def build_cases(

@@ -31,14 +31,45 @@ LAG_LIMIT_MS = 5.0  # a generator later than this at P99 measures itself, not th
 class Request:
     index: int
     arrival_s: float  # scheduled, from the start of the run
+    kind: int = 0  # which of the workload's calls it runs (an input length of a mix)
 
 
-def poisson_schedule(rate_rps: float, count: int, seed: int = 0) -> tuple[Request, ...]:
-    """``count`` arrivals with exponential gaps of mean ``1 / rate_rps``, the first at its gap."""
+def poisson_schedule(
+    rate_rps: float, count: int, seed: int = 0, weights: Sequence[float] = (1.0,)
+) -> tuple[Request, ...]:
+    """``count`` arrivals with exponential gaps of mean ``1 / rate_rps``, the first at its gap;
+    each of a kind drawn by ``weights`` from its own seeded stream, so that a mix does not move
+    the arrival times."""
     if not (rate_rps > 0 and math.isfinite(rate_rps)):
         raise ValueError(f"rate must be a positive number of requests per second, got {rate_rps}")
     gaps = np.random.default_rng(seed).exponential(1.0 / rate_rps, count)
-    return tuple(Request(i, float(t)) for i, t in enumerate(np.cumsum(gaps)))
+    if not weights or not all(w > 0 and math.isfinite(w) for w in weights):
+        raise ValueError(f"weights must be positive numbers, got {list(weights)}")
+    p = np.asarray(weights, dtype=float) / float(np.sum(weights))
+    kinds = np.random.default_rng([seed, 1]).choice(len(p), size=count, p=p)
+    return tuple(
+        Request(i, float(t), int(k))
+        for i, (t, k) in enumerate(zip(np.cumsum(gaps), kinds, strict=True))
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class Workload:
+    """What requests run: one call per kind (an input length), drawn by weight."""
+
+    calls: tuple[Callable[[], Any], ...]
+    weights: tuple[float, ...] = (1.0,)
+    labels: tuple[str, ...] = ("",)
+
+    def serve(self, request: Request) -> Any:
+        return self.calls[request.kind]()
+
+    def warm(self, times: int) -> None:
+        """Every kind, ``times`` calls: a length first seen while timed would pay its shape's
+        first-call cost (memory planning, arena growth) inside a request."""
+        for call in self.calls:
+            for _ in range(times):
+                call()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,7 +85,8 @@ class Served:
 
     @property
     def queue_ms(self) -> float:
-        return (self.start_s - self.request.arrival_s) * 1e3
+        # Never below 0: a request starts at or after its arrival, up to float rounding.
+        return max(0.0, self.start_s - self.request.arrival_s) * 1e3
 
     @property
     def service_ms(self) -> float:

@@ -25,7 +25,13 @@ from typing import Any
 import numpy as np
 
 from perf.measure.cases import PerfCase
-from perf.scenarios.open_loop import Clock, OpenLoopRun, poisson_schedule, run_open_loop
+from perf.scenarios.open_loop import (
+    Clock,
+    OpenLoopRun,
+    Workload,
+    poisson_schedule,
+    run_open_loop,
+)
 from perf.scenarios.server import DEADLINE_FACTOR
 from perf.stats.early_stopping import BoundClaim, claim_holds, min_passing
 from perf.stats.percentiles import QUANTILE_METHOD
@@ -107,7 +113,7 @@ def point_requests(confidence: float) -> int:
 
 def find_peak(
     case: PerfCase,
-    call: Callable[[], Any],
+    workload: Workload,
     slo_ms: float,
     workers: int,
     max_seconds: float,
@@ -116,8 +122,8 @@ def find_peak(
     clock: Any = Clock,
     progress: Callable[[str], None] = lambda _line: None,
 ) -> PeakResult:
-    """Bisect the offered rate; ``call`` runs the case's model once (shared session)."""
-    capacity = workers / _service_seconds(call, clock)
+    """Bisect the offered rate; ``workload`` runs the case's model (one shared session)."""
+    capacity = workers / _service_seconds(workload, clock)
     low, high = 0.0, capacity
     points: list[PeakPoint] = []
     spent = 0.0
@@ -127,9 +133,9 @@ def find_peak(
         if spent + count / rate > max_seconds:
             stopped = f"time cap: the next point needs {count / rate:.0f} s"
             break
-        schedule = poisson_schedule(rate, count, seed + len(points))
+        schedule = poisson_schedule(rate, count, seed + len(points), workload.weights)
         deadline = DEADLINE_FACTOR * count / rate
-        run = run_open_loop(schedule, lambda _r: call(), rate, workers, deadline, clock)
+        run = run_open_loop(schedule, workload.serve, rate, workers, deadline, clock)
         point = PeakPoint(run, claim_holds(run.values("latency_ms"), slo_ms, PERCENTILE,
                                            confidence))  # fmt: skip
         points.append(point)
@@ -145,11 +151,16 @@ def find_peak(
     return PeakResult(case, slo_ms, confidence, capacity, tuple(points), stopped)
 
 
-def _service_seconds(call: Callable[[], Any], clock: Any) -> float:
-    """Median seconds of one call, from warm-up calls (also warming the session)."""
-    times = []
-    for _ in range(WARMUP_CALLS):
-        began = clock.now()
-        call()
-        times.append(clock.now() - began)
-    return max(statistics.median(times), 1e-6)
+def _service_seconds(workload: Workload, clock: Any) -> float:
+    """Mean seconds of one request, by the mix's weights, from each kind's median warm-up
+    call (which also warms every input length)."""
+    medians = []
+    for call in workload.calls:
+        times = []
+        for _ in range(WARMUP_CALLS):
+            began = clock.now()
+            call()
+            times.append(clock.now() - began)
+        medians.append(statistics.median(times))
+    mean = sum(w * m for w, m in zip(workload.weights, medians, strict=True))
+    return max(mean / sum(workload.weights), 1e-6)

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable
 from typing import Any
 
+import numpy as np
+
 from perf.measure.cases import PerfCase
-from perf.scenarios.open_loop import OpenLoopRun, poisson_schedule, run_open_loop
-from perf.stats.percentiles import LatencySummary
+from perf.scenarios.open_loop import OpenLoopRun, Workload, poisson_schedule, run_open_loop
+from perf.stats.percentiles import QUANTILE_METHOD, LatencySummary
 
 SCENARIOS = ("single-stream", "server")
 WARMUP_CALLS = 5
@@ -31,6 +32,29 @@ class ServerResult:
     latency: LatencySummary  # from the scheduled arrival, ms
     queue: LatencySummary
     service: LatencySummary
+    workload: Workload | None = None  # the length mix, when there is one
+
+    def per_length(self) -> list[dict[str, Any]]:
+        """The latency of each length of a mix, read apart (empty without a mix)."""
+        if self.workload is None or len(self.workload.calls) < 2:
+            return []
+        rows = []
+        for kind, (label, weight) in enumerate(
+            zip(self.workload.labels, self.workload.weights, strict=True)
+        ):
+            mine = [s for s in self.run.served if s.request.kind == kind]
+            latency = [s.latency_ms for s in mine]
+            service = [s.service_ms for s in mine]
+            rows.append(
+                {
+                    "length": label,
+                    "weight": weight,
+                    "requests": len(mine),
+                    **_quantiles_ms(latency),
+                    "service_p50_ms": _quantile(service, 0.5),
+                }
+            )
+        return rows  # fmt: skip
 
     @property
     def flags(self) -> list[str]:
@@ -53,6 +77,7 @@ class ServerResult:
             "latency_ms": self.latency.to_dict(),
             "queue_ms": self.queue.to_dict(),
             "service_ms": self.service.to_dict(),
+            "per_length": self.per_length(),
             "flags": self.flags,
         }
 
@@ -63,29 +88,37 @@ def requests_for(rate_rps: float, max_seconds: float) -> int:
 
 def measure_server(
     case: PerfCase,
-    call: Callable[[], Any],
+    workload: Workload,
     rate_rps: float,
     workers: int,
     max_seconds: float,
     confidence: float = 0.95,
     seed: int = 0,
 ) -> ServerResult:
-    """``call`` runs the case's model once on a shared session; warmed up here, untimed."""
-    for _ in range(WARMUP_CALLS):
-        call()
-    schedule = poisson_schedule(rate_rps, requests_for(rate_rps, max_seconds), seed)
+    """``workload`` runs the case's model on a shared session; every length of it is warmed
+    up here, untimed."""
+    workload.warm(WARMUP_CALLS)
+    count = requests_for(rate_rps, max_seconds)
+    schedule = poisson_schedule(rate_rps, count, seed, workload.weights)
     run = run_open_loop(
-        schedule,
-        lambda _request: call(),
-        rate_rps,
-        workers,
-        deadline_s=max_seconds * DEADLINE_FACTOR,
+        schedule, workload.serve, rate_rps, workers, deadline_s=max_seconds * DEADLINE_FACTOR
     )
     return ServerResult(
         case,
         run,
         *(LatencySummary.from_samples(run.values(v), confidence) for v in _SPLIT),
+        workload=workload,
     )
+
+
+def _quantile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    return float(np.quantile(values, q, method=QUANTILE_METHOD))
+
+
+def _quantiles_ms(values: list[float]) -> dict[str, float | None]:
+    return {f"p{q * 100:g}_ms": _quantile(values, q) for q in (0.5, 0.95, 0.99)}
 
 
 _SPLIT = ("latency_ms", "queue_ms", "service_ms")

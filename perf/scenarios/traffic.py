@@ -1,0 +1,81 @@
+"""Traffic scenarios of a session: ``--perf-scenario server`` at fixed rates and the peak-rate
+search, both policies over the one open-loop scheduler (perf.scenarios.open_loop)."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+from perf.measure.cases import PerfCase, case_inputs, format_duration
+from perf.measure.sampling import SamplingPolicy
+from perf.scenarios.open_loop import Workload
+from perf.scenarios.peak import PeakResult, find_peak
+from perf.scenarios.server import ServerResult, measure_server
+
+log = logging.getLogger("perf")
+
+
+def workload_for(
+    case: PerfCase,
+    run: Callable[..., object],
+    model_path: Path,
+    dims: Mapping[str, int],
+    fixed_inputs: Mapping[str, object],
+) -> Workload:
+    """A call of ``run`` (a session's run) per input length of the case's mix."""
+    mix = case.mix or ((case.duration_s, 1.0),)
+    calls = []
+    for seconds, _weight in mix:
+        length = dataclasses.replace(case, duration_s=seconds)
+        inputs = case_inputs(model_path, length, dims, fixed_inputs)
+        calls.append(functools.partial(run, None, inputs))
+    labels = tuple(format_duration(seconds) for seconds, _ in mix)
+    return Workload(tuple(calls), tuple(w for _, w in mix), labels)
+
+
+class TrafficRun:
+    """Runs the traffic scenarios of the session's cases and keeps their results.
+
+    ``open_workload`` gives a case's workload on a fresh session of its (built, checked) model.
+    """
+
+    def __init__(
+        self,
+        policy: SamplingPolicy,
+        workers: int,
+        slo_ms: float | None,
+        open_workload: Callable[[PerfCase], Workload],
+    ) -> None:
+        self.policy = policy
+        self.workers = workers
+        self.slo_ms = slo_ms
+        self.open_workload = open_workload
+        self.server_results: list[ServerResult] = []
+        self.peak_results: list[PeakResult] = []
+
+    def measure_server(self, case: PerfCase, rate_rps: float) -> ServerResult:
+        """The case's model on one session serving Poisson arrivals at ``rate_rps``."""
+        workload = self.open_workload(case)
+        policy = self.policy
+        log.info("%s: serving %g req/s for %g s", case.id, rate_rps, policy.max_seconds)
+        result = measure_server(
+            case, workload, rate_rps, self.workers, policy.max_seconds, policy.confidence
+        )
+        self.server_results.append(result)
+        return result
+
+    def find_peak(self, case: PerfCase) -> PeakResult:
+        """The highest Poisson rate at which the case's model proves P99 <= --perf-slo-ms."""
+        workload = self.open_workload(case)
+        assert self.slo_ms is not None  # read_options requires it with peak
+        policy = self.policy
+        log.info("%s: searching the peak rate for %g s at most", case.id, policy.max_seconds)
+        result = find_peak(
+            case, workload, self.slo_ms, self.workers,
+            policy.max_seconds, policy.confidence, progress=log.info,
+        )  # fmt: skip
+        self.peak_results.append(result)
+        return result
