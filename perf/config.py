@@ -36,6 +36,7 @@ from perf.measure.cases import (
 )
 from perf.measure.providers import default_provider_names, provider_info
 from perf.measure.sampling import SamplingPolicy
+from perf.scenarios.offline import DEFAULT_BATCH_SIZES
 from perf.scenarios.server import SCENARIOS, parse_rates
 from perf.stats.outcome import UndecidedPolicy
 
@@ -76,6 +77,7 @@ class PerfOptions:
     peak: bool = False  # --perf-rate peak: search the highest rate meeting --perf-slo-ms
     slo_ms: float | None = None  # --perf-slo-ms: the P99 target of the peak search
     lengths: tuple[tuple[float, float], ...] = ()  # --perf-lengths: (seconds, weight) mix
+    batch_sizes: tuple[int, ...] = DEFAULT_BATCH_SIZES  # --perf-batch-sizes, offline scenario
     workers: int = 1  # --perf-workers: threads sharing one session in the server scenario
 
 
@@ -179,8 +181,9 @@ OPTIONS = (
         "--perf-scenario",
         choices=SCENARIOS,
         default="single-stream",
-        help="single-stream (default: one call at a time) or server (requests arriving as a "
-        "Poisson process at --perf-rate, latency from each one's scheduled arrival)",
+        help="single-stream (default: one call at a time), server (requests arriving as a "
+        "Poisson process at --perf-rate, latency from each one's scheduled arrival) or offline "
+        "(every request there from the start, in batches of --perf-batch-sizes)",
     ),
     _option(
         "--perf-rate",
@@ -189,6 +192,13 @@ OPTIONS = (
         metavar="REQ_PER_S",
         help="server scenario: offered load in requests per second, e.g. 2 or 1,2,3; 'peak' "
         "searches the highest rate whose P99 stays under --perf-slo-ms",
+    ),
+    _option(
+        "--perf-batch-sizes",
+        action="append",
+        default=[],
+        metavar="N[,N]",
+        help="offline scenario: clips per call, e.g. 1,4,8 (default 1,2,4,8)",
     ),
     _option(
         "--perf-lengths",
@@ -296,6 +306,17 @@ def _fixed_value(text: str) -> object:
         return text
 
 
+def _batch_sizes(values: list[str]) -> tuple[int, ...]:
+    sizes = []
+    for item in split_list(values):
+        if not (item.isdigit() and int(item) >= 1):
+            raise ConfigError(
+                f"--perf-batch-sizes {item!r}: clips per call, a whole number from 1, e.g. 1,4,8"
+            )
+        sizes.append(int(item))
+    return tuple(dict.fromkeys(sizes)) or DEFAULT_BATCH_SIZES
+
+
 def _without_peak(values: list[str] | None) -> list[str]:
     return [item for item in split_list(values or []) if item != "peak"]
 
@@ -365,6 +386,7 @@ def _options(config: pytest.Config) -> PerfOptions:
         peak="peak" in split_list(config.getoption("perf_rate") or []),
         slo_ms=config.getoption("perf_slo_ms"),
         lengths=parse_lengths(config.getoption("perf_lengths")),
+        batch_sizes=_batch_sizes(config.getoption("perf_batch_sizes")),
         workers=config.getoption("perf_workers"),
     )
 
@@ -461,6 +483,9 @@ def _check_scenario(options: PerfOptions) -> None:
             "--perf-scenario server needs --perf-rate REQ_PER_S (e.g. --perf-rate 2): the "
             "offered load in requests per second"
         )
+    if options.batch_sizes != DEFAULT_BATCH_SIZES and options.scenario != "offline":
+        raise ConfigError("--perf-batch-sizes applies to --perf-scenario offline; add that, or "
+                          "drop it (one batch size: --perf-batch)")  # fmt: skip
     if options.lengths and options.scenario != "server":
         raise ConfigError(
             "--perf-lengths applies to --perf-scenario server; for one call at a time, time "

@@ -24,6 +24,7 @@ from perf.measure.providers import (
 from perf.reports.report import ReportContent, skipped_from_report, write_report
 from perf.reports.summary import format_table, summary_table
 from perf.run import PerfRun
+from perf.scenarios.offline import OFFLINE_HEADERS, offline_rows
 from perf.scenarios.server import SERVER_HEADERS, server_rows
 from perf.stats.compare import MIN_BASELINE_RUNS, format_comparison_table
 from perf.stats.outcome import Outcome
@@ -89,6 +90,7 @@ def record_samples(benchmark: Any, samples_ms: Sequence[float], extra_info: dict
 FIXTURES_BY_SCENARIO = {
     "single-stream": ("perf_case", "eager_case", "concurrency_case"),
     "server": ("server_case", "peak_case"),
+    "offline": ("offline_case",),
 }
 
 
@@ -115,7 +117,10 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         first = {(c.variant, c.provider, c.model_file): c for c in reversed(cases)}.values()
         cases = [dataclasses.replace(c, duration_s=options.lengths[0][0], mix=options.lengths)
                  for c in first]  # fmt: skip
-    if name == "perf_case":
+    if name == "offline_case":
+        batched = [dataclasses.replace(c, batch=b) for c in cases for b in options.batch_sizes]
+        metafunc.parametrize("offline_case", batched, ids=[c.id for c in batched])
+    elif name == "perf_case":
         metafunc.parametrize("perf_case", cases, ids=[c.id for c in cases])
     elif name == "peak_case":
         if options.peak:
@@ -171,7 +176,7 @@ def _write_report(session: pytest.Session) -> None:
         skipped=skipped,
         refused=[(case.id, verdict.message()) for case, verdict in run.models.refused],
         against=[o.to_dict() for o in run.against.outcomes] if run.against else [],
-        scenarios=[r.to_dict() for r in (*run.traffic.server_results, *run.traffic.peak_results)],
+        scenarios=run.traffic.rows(),
     )
     paths = write_report(directory, content)
     if reporter:
@@ -239,6 +244,11 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         terminalreporter.section("server scenario: Poisson arrivals, latency from scheduled time")
         terminalreporter.write_line(
             format_table(server_rows(run.traffic.server_results), SERVER_HEADERS)
+        )
+    if run.traffic.offline_results:
+        terminalreporter.section("offline: every request there from the start, batched")
+        terminalreporter.write_line(
+            format_table(offline_rows(run.traffic.offline_results), OFFLINE_HEADERS)
         )
     if run.traffic.peak_results:
         terminalreporter.section(

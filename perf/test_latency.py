@@ -136,6 +136,12 @@ def test_peak_rate(peak_case: PerfCase, perf_run: PerfRun) -> None:
                           stacklevel=1)  # fmt: skip
 
 
+def test_offline(offline_case: PerfCase, perf_run: PerfRun) -> None:
+    """--perf-scenario offline: batched calls back to back; throughput in the summary."""
+    with unavailable_or_refused(perf_run.options.debug):
+        perf_run.traffic.measure_offline(offline_case)
+
+
 def test_concurrent_throughput(concurrency_case: PerfCase, perf_run: PerfRun) -> None:
     """Requests/s of N threads on one session: in the summary and report, not a per-call
     benchmark for pytest-benchmark."""

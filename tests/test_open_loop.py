@@ -7,6 +7,7 @@ import pytest
 from scipy import stats
 
 from perf.measure.cases import PerfCase
+from perf.scenarios.offline import measure_offline
 from perf.scenarios.open_loop import (
     LAG_LIMIT_MS,
     Request,
@@ -154,3 +155,20 @@ def test_each_length_of_a_mix_is_warmed_and_read_apart() -> None:
     assert short["service_p50_ms"] == pytest.approx(10.0)
     assert long["service_p50_ms"] == pytest.approx(80.0)
     assert result.to_dict()["per_length"] == [short, long]
+
+
+def test_offline_serves_batches_back_to_back_and_counts_clips() -> None:
+    clock = FakeClock()
+
+    def batch_of_four() -> None:
+        clock.t += 0.010 + 4 * 0.005  # a fixed cost per call, and per clip
+
+    case = PerfCase("fake/fp32", "cpu", 3.0, batch=4)
+    result = measure_offline(case, Workload((batch_of_four,)), max_seconds=10.0, clock=clock)
+
+    row = result.to_dict()
+    assert row["calls"] == 334  # 30 ms each, started at 0, 0.03, ... up to the 10 s cap
+    assert result.clips_per_s == pytest.approx(4 / 0.030, rel=0.01)
+    assert result.audio_seconds_per_s == pytest.approx(3.0 * 4 / 0.030, rel=0.01)
+    assert row["call_p50_ms"] == pytest.approx(30.0)
+    assert result.run.issue_delay_p99_ms == 0.0

@@ -24,9 +24,9 @@ def test_a_server_run_per_rate_with_its_row_in_the_report(suite: Suite, tmp_path
     )  # fmt: skip
 
     text = output(result)
-    result.assert_outcomes(passed=2, skipped=4)  # single-stream tests say why they are off
+    result.assert_outcomes(passed=2, skipped=5)  # the other scenarios say why they are off
     assert "server scenario: Poisson arrivals, latency from scheduled time" in text
-    assert "SKIPPED [3] test_latency.py: --perf-scenario server" in text  # each says why
+    assert "SKIPPED [4] test_latency.py: --perf-scenario server" in text  # each says why
     assert "SKIPPED [1] test_latency.py: no --perf-rate peak" in text
     rows = json.loads((report / "report.json").read_text())["scenarios"]
     assert [(r["id"], r["rate_rps"]) for r in rows] == [
@@ -53,7 +53,7 @@ def test_a_peak_search_with_its_points_in_the_report(suite: Suite, tmp_path: Pat
     )  # fmt: skip
 
     text = output(result)
-    result.assert_outcomes(passed=1, skipped=4)
+    result.assert_outcomes(passed=1, skipped=5)
     assert "peak rate under an SLO" in text
     assert "tiny/fp32-cpu-3s: peak rate with P99 <= 50 ms: at least" in text
     (row,) = json.loads((report / "report.json").read_text())["scenarios"]
@@ -66,6 +66,27 @@ def test_a_peak_search_with_its_points_in_the_report(suite: Suite, tmp_path: Pat
     assert (report / "load.png").exists()
 
 
+def test_offline_runs_each_batch_size_with_its_throughput(suite: Suite, tmp_path: Path) -> None:
+    report = tmp_path / "report"
+
+    result = suite.run(
+        "--perf-scenario=offline", "--perf-batch-sizes=1,2", "--perf-max-time=1",
+        f"--perf-report={report}", target="test_latency.py",
+    )  # fmt: skip
+
+    result.assert_outcomes(passed=2, skipped=5)
+    assert "offline: every request there from the start, batched" in output(result)
+    rows = json.loads((report / "report.json").read_text())["scenarios"]
+    assert [(r["id"], r["batch"]) for r in rows] == [
+        ("tiny/fp32-cpu-3s", 1),
+        ("tiny/fp32-cpu-3s-b2", 2),
+    ]
+    for row in rows:
+        assert row["scenario"] == "offline" and row["calls"] >= 1
+        assert row["clips_per_s"] == pytest.approx(row["calls"] * row["batch"] / row["seconds"])
+    assert "| tiny/fp32-cpu-3s-b2 | 2 |" in (report / "report.md").read_text()
+
+
 def test_a_length_mix_has_one_case_per_model_and_a_row_per_length(
     suite: Suite, tmp_path: Path
 ) -> None:
@@ -76,11 +97,13 @@ def test_a_length_mix_has_one_case_per_model_and_a_row_per_length(
         "--perf-max-time=2", f"--perf-report={report}", target="test_latency.py",
     )  # fmt: skip
 
-    result.assert_outcomes(passed=1, skipped=4)
+    result.assert_outcomes(passed=1, skipped=5)
     (row,) = json.loads((report / "report.json").read_text())["scenarios"]
     assert row["id"] == "tiny/fp32-cpu-mix"
     assert [(r["length"], r["weight"]) for r in row["per_length"]] == [("1s", 3.0), ("4s", 1.0)]
     assert sum(r["requests"] for r in row["per_length"]) == row["requests"]
+    assert "  1s (weight 3)" in output(result)  # the terminal table's row for that length
+    assert "| tiny/fp32-cpu-mix: 4s (weight 1) |" in (report / "report.md").read_text()
 
 
 @pytest.mark.parametrize(
@@ -88,6 +111,8 @@ def test_a_length_mix_has_one_case_per_model_and_a_row_per_length(
     [
         (["--perf-scenario=server"], "--perf-scenario server needs --perf-rate"),
         (["--perf-lengths=1s:2"], "--perf-lengths applies to --perf-scenario server"),
+        (["--perf-batch-sizes=4"], "--perf-batch-sizes applies to --perf-scenario offline"),
+        (["--perf-scenario=offline", "--perf-batch-sizes=0"], "--perf-batch-sizes '0'"),
         (["--perf-scenario=server", "--perf-rate=2", "--perf-lengths=1s:x"], "the weight after"),
         (["--perf-scenario=server", "--perf-rate=2", "--perf-lengths=0s"], "--perf-lengths '0s'"),
         (["--perf-scenario=server", "--perf-rate=peak"], "--perf-rate peak needs --perf-slo-ms"),

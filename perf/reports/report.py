@@ -74,7 +74,7 @@ def write_report(
     if content.run_info is None:
         content = dataclasses.replace(content, run_info=default_run_info())
     plots = _write_plots(directory, content.results, max_distribution_plots)
-    if content.scenarios:
+    if load_points(content.scenarios):
         from perf.reports.plots import plot_load
 
         plots.append(
@@ -105,6 +105,7 @@ def markdown_summary(
         _against_table(content.against),
         _scenarios_table(content.scenarios),
         _peak_table(content.scenarios),
+        _offline_table(content.scenarios),
         _comparison_table(content.comparisons),
         _skipped_table(content.skipped),
     ]
@@ -274,23 +275,31 @@ def _against_table(against: Sequence[Mapping[str, Any]]) -> _Table:
 
 def _scenarios_table(rows: Sequence[Mapping[str, Any]]) -> _Table:
     rows = [r for r in rows if r.get("scenario") == "server"]
+    cells: list[tuple[str, ...]] = []
+    important: list[bool] = []
+    for r in rows:
+        cells.append((
+            r["id"], f"{r['rate_rps']:g} req/s", f"{r['achieved_rps']:.2f} req/s",
+            _ms(r["p50_ms"]), _ms(r["p95_ms"]), _ms(r["p99_ms"]), "; ".join(r["flags"]) or "-",
+        ))  # fmt: skip
+        important.append(bool(r["flags"]))
+        for length in r.get("per_length", []):
+            cells.append((
+                f"{r['id']}: {length['length']} (weight {length['weight']:g})", "",
+                f"{length['requests']} requests", _ms(length["p50_ms"]), _ms(length["p95_ms"]),
+                _ms(length["p99_ms"]), "",
+            ))  # fmt: skip
+            important.append(False)
     return _Table(
         title="Server scenario (Poisson arrivals; latency from each request's scheduled time)",
         headers=("configuration", "offered", "achieved", "P50", "P95", "P99", "flags"),
-        rows=[
-            (
-                r["id"],
-                f"{r['rate_rps']:g} req/s",
-                f"{r['achieved_rps']:.2f} req/s",
-                f"{r['p50_ms']:.1f} ms",
-                f"{r['p95_ms']:.1f} ms",
-                f"{r['p99_ms']:.1f} ms",
-                "; ".join(r["flags"]) or "-",
-            )
-            for r in rows
-        ],
-        important=[bool(r["flags"]) for r in rows],
+        rows=cells,
+        important=important,
     )
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f} ms"
 
 
 def _peak_table(rows: Sequence[Mapping[str, Any]]) -> _Table:
@@ -316,13 +325,28 @@ def _peak_table(rows: Sequence[Mapping[str, Any]]) -> _Table:
     )
 
 
+def _offline_table(rows: Sequence[Mapping[str, Any]]) -> _Table:
+    rows = [r for r in rows if r.get("scenario") == "offline"]
+    return _Table(
+        title="Offline (every request there from the start, batched calls back to back)",
+        headers=("configuration", "batch", "calls", "clips/s", "audio s per s", "call P50",
+                 "call P99"),  # fmt: skip
+        rows=[
+            (r["id"], str(r["batch"]), str(r["calls"]), f"{r['clips_per_s']:.2f}",
+             f"{r['audio_seconds_per_s']:.1f}", _ms(r["call_p50_ms"]), _ms(r["call_p99_ms"]))
+            for r in rows
+        ],  # fmt: skip
+        important=[False] * len(rows),
+    )
+
+
 def load_points(rows: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
     """Every open-loop run at one rate: server rows, and each point of a peak search."""
     points: list[Mapping[str, Any]] = []
     for scenario in rows:
         if scenario.get("scenario") == "peak":
             points += [{**p, "id": scenario["id"]} for p in scenario["points"]]
-        else:
+        elif scenario.get("scenario") == "server":
             points.append(scenario)
     return points
 

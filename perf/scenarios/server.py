@@ -18,7 +18,7 @@ from perf.measure.cases import PerfCase
 from perf.scenarios.open_loop import OpenLoopRun, Workload, poisson_schedule, run_open_loop
 from perf.stats.percentiles import QUANTILE_METHOD, LatencySummary
 
-SCENARIOS = ("single-stream", "server")
+SCENARIOS = ("single-stream", "server", "offline")
 WARMUP_CALLS = 5
 # Requests still queued this long after the cap are not served: an over-capacity rate would
 # otherwise make the run last as long as its queue.
@@ -125,9 +125,11 @@ _SPLIT = ("latency_ms", "queue_ms", "service_ms")
 
 
 def server_rows(results: list[ServerResult]) -> list[tuple[str, ...]]:
-    """The terminal table's rows: configuration, offered, achieved, P50, P99, queue, service."""
-    return [
-        (
+    """The terminal table's rows: configuration, offered, achieved, P50, P99, queue, service;
+    under a mix's row, one row per input length."""
+    rows: list[tuple[str, ...]] = []
+    for r in results:
+        rows.append((
             r.case.id,
             f"{r.run.rate_rps:g}/s",
             f"{r.run.achieved_rps:.2f}/s",
@@ -136,9 +138,17 @@ def server_rows(results: list[ServerResult]) -> list[tuple[str, ...]]:
             f"{_p(r.queue, 'p99'):.1f} ms",
             f"{_p(r.service, 'p50'):.1f} ms",
             "; ".join(r.flags) or "-",
-        )
-        for r in results
-    ]
+        ))  # fmt: skip
+        rows += [_length_row(length) for length in r.per_length()]
+    return rows
+
+
+def _length_row(length: dict[str, Any]) -> tuple[str, ...]:
+    def ms(key: str) -> str:
+        return "-" if length[key] is None else f"{length[key]:.1f} ms"
+
+    return (f"  {length['length']} (weight {length['weight']:g})", "", f"{length['requests']} req",
+            ms("p50_ms"), ms("p99_ms"), "", ms("service_p50_ms"), "")  # fmt: skip
 
 
 SERVER_HEADERS = (

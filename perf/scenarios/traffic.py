@@ -1,5 +1,6 @@
-"""Traffic scenarios of a session: ``--perf-scenario server`` at fixed rates and the peak-rate
-search, both policies over the one open-loop scheduler (perf.scenarios.open_loop)."""
+"""Traffic scenarios of a session: ``--perf-scenario server`` at fixed rates, the peak-rate
+search and ``offline``, all policies over the one open-loop scheduler
+(perf.scenarios.open_loop)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 
 from perf.measure.cases import PerfCase, case_inputs, format_duration
 from perf.measure.sampling import SamplingPolicy
+from perf.scenarios.offline import OfflineResult, measure_offline
 from perf.scenarios.open_loop import Workload
 from perf.scenarios.peak import PeakResult, find_peak
 from perf.scenarios.server import ServerResult, measure_server
@@ -55,6 +57,7 @@ class TrafficRun:
         self.open_workload = open_workload
         self.server_results: list[ServerResult] = []
         self.peak_results: list[PeakResult] = []
+        self.offline_results: list[OfflineResult] = []
 
     def measure_server(self, case: PerfCase, rate_rps: float) -> ServerResult:
         """The case's model on one session serving Poisson arrivals at ``rate_rps``."""
@@ -79,3 +82,17 @@ class TrafficRun:
         )  # fmt: skip
         self.peak_results.append(result)
         return result
+
+    def measure_offline(self, case: PerfCase) -> OfflineResult:
+        """The case's model on batches of ``case.batch`` clips, back to back, for the cap."""
+        workload = self.open_workload(case)
+        seconds = self.policy.max_seconds
+        log.info("%s: offline, batch %d, for %g s", case.id, case.batch, seconds)
+        result = measure_offline(case, workload, seconds)
+        self.offline_results.append(result)
+        return result
+
+    def rows(self) -> list[dict[str, object]]:
+        """Every traffic result as a report.json ``scenarios`` row."""
+        return [r.to_dict() for r in (*self.server_results, *self.peak_results,
+                                      *self.offline_results)]  # fmt: skip
