@@ -13,13 +13,13 @@ from typing import Any
 import numpy as np
 import psutil
 
-from perf.budgets.rules import Budget
+from perf.budgets.rules import Budget, budget_quantiles
 from perf.budgets.verdicts import BudgetDecision, final_decision, judge_budget
 from perf.measure.cases import PerfCase, case_inputs
 from perf.measure.models import ResolvedModel
 from perf.measure.sampling import Samples, SamplingPolicy, sample
 from perf.measure.sessions import ProviderSkip, SessionSettings, node_placement, open_session
-from perf.stats.outcome import Outcome
+from perf.stats.outcome import Outcome, budget_outcome
 from perf.stats.percentiles import LatencySummary
 
 
@@ -41,11 +41,7 @@ class LatencyResult:
 
     @property
     def verdict(self) -> Outcome:
-        if not self.decisions:
-            return Outcome.NOT_GATED
-        if any(d.verdict is Outcome.FAIL for d in self.decisions):
-            return Outcome.FAIL
-        return Outcome.PASS
+        return budget_outcome([d.verdict for d in self.decisions])
 
     @property
     def decided_by_point_estimate(self) -> bool:
@@ -82,15 +78,6 @@ class LatencyResult:
             "node_placement": self.node_placement,
             "numerics": self.numerics,
         }
-
-
-def budget_quantiles(budget: Budget | None) -> list[tuple[float, float]]:
-    if budget is None:
-        return []
-    pairs = [(0.99, budget.p99_ms)]
-    if budget.p50_ms is not None:
-        pairs.append((0.5, budget.p50_ms))
-    return pairs
 
 
 def judge(

@@ -251,11 +251,10 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
             format_table(offline_rows(run.traffic.offline_results), OFFLINE_HEADERS)
         )
     if run.traffic.peak_results:
-        terminalreporter.section(
-            "peak rate under an SLO (Poisson arrivals, LoadGen early stopping)"
-        )
+        terminalreporter.section("peak rate under an SLO (Poisson arrivals, early stopping)")
         for result in run.traffic.peak_results:
             terminalreporter.write_line(f"{result.case.id}: {result.line()}")
+            terminalreporter.write_line(f"  budget: {result.verdict_line()}")
     checks = run.baselines.checks
     # The table holds the verdicts of stored runs; a verdict measured side by side is a line.
     by_runs = [(b, c.comparison) for b, c in checks.items() if c.comparison and not c.interleaved]

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from perf.budgets.rules import budget_for
 from perf.measure.cases import PerfCase
 from perf.measure.numerics import NumericsRefused
 from perf.measure.sessions import ModelLoadError, ProviderSkip
@@ -119,21 +120,28 @@ def test_server(
     """--perf-scenario server: Poisson arrivals at each --perf-rate; latency from schedule."""
     case, rate = server_case
     with unavailable_or_refused(perf_run.options.debug):
-        result = perf_run.traffic.measure_server(case, rate)
+        result = perf_run.traffic.measure_server(case, rate, budget_for(case, perf_run.rules))
     latencies = result.run.values("latency_ms")
     _record(request, latencies, {"server": result.to_dict(), "samples_ms": latencies})
     for flag in result.flags:
         warnings.warn(f"{case.id} at {rate:g} req/s: {flag}", stacklevel=1)
+    if result.verdict.fails:
+        reasons = "; ".join(d.reason for d in result.decisions if d.verdict.fails)
+        pytest.fail(f"{case.id} at {rate:g} req/s broke its budget: {reasons}", pytrace=False)
 
 
 def test_peak_rate(peak_case: PerfCase, perf_run: PerfRun) -> None:
     """--perf-rate peak: the highest Poisson rate whose P99 is proven under --perf-slo-ms."""
     with unavailable_or_refused(perf_run.options.debug):
-        result = perf_run.traffic.find_peak(peak_case)
+        result = perf_run.traffic.find_peak(peak_case, budget_for(peak_case, perf_run.rules))
     for point in result.points:
         if point.run.generator_fell_behind:
             warnings.warn(f"{peak_case.id} at {point.run.rate_rps:.3g} req/s: generator late",
                           stacklevel=1)  # fmt: skip
+    failure = settle(result.verdict, f"{peak_case.id}: {result.verdict_line()}",
+                     perf_run.options.undecided)  # fmt: skip
+    if failure:
+        pytest.fail(failure, pytrace=False)
 
 
 def test_offline(offline_case: PerfCase, perf_run: PerfRun) -> None:

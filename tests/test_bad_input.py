@@ -19,6 +19,7 @@ from onnx import TensorProto, helper
 from export.inputs import parse_assignments
 from export.user_files import UserFileError, check_onnx_file, weights_shapes
 from perf.baselines.store import BaselineError, load_baseline
+from perf.budgets.rules import BudgetConfigError, load_rules
 from perf.config import LIST_OPTIONS, OPTIONS, ConfigError, read_options
 from perf.measure.cases import SelectionError, parse_durations, select_providers, select_variants
 from tests import test_plugin
@@ -315,3 +316,55 @@ def test_every_option_with_any_value_is_read_or_refused_in_one_line(
     else:
         _one_line_or_accepted(lambda: read_options(config), (ConfigError,))
     assert snapshot(pytester.path) == before
+
+
+TOML_VALUES = st.one_of(
+    st.integers(-5, 500).map(str),
+    st.floats(-1e3, 1e3, allow_nan=False).map(repr),
+    st.sampled_from(
+        [
+            '"cpu"',
+            '"*"',
+            '"fast"',
+            "true",
+            "[]",
+            '["w2v2-base/*"]',
+            "[3, 10]",
+            '[1, "x"]',
+            "{}",
+            '"nan"',
+            "nan",
+            "inf",
+            "-inf",
+        ]
+    ),
+)
+TOML_KEYS = st.sampled_from(
+    ["variants", "providers", "durations", "p99_ms", "p50_ms", "min_rate_rps", "typo"]
+)
+
+
+@st.composite
+def budget_files(draw: st.DrawFn) -> bytes:
+    """pyproject.toml texts with budget tables of random fields, or damaged bytes."""
+    if draw(st.booleans()):
+        return draw(st.binary(max_size=200))
+    header = draw(st.sampled_from(["[[tool.latency-suite.budget]]", "[tool.latency-suite]",
+                                   "[tool]", "[[tool.latency-suite.budget.x]]"]))  # fmt: skip
+    lines = [header]
+    for key in draw(st.lists(TOML_KEYS, max_size=5, unique=True)):
+        lines.append(f"{key} = {draw(TOML_VALUES)}")
+    if header == "[tool.latency-suite]":
+        lines.append(f"budget = {draw(TOML_VALUES)}")
+    return "\n".join(lines).encode()
+
+
+@FUZZ
+@given(data=budget_files())
+def test_budget_files_are_read_or_refused_in_one_line(tmp_path: Path, data: bytes) -> None:
+    path = tmp_path / "pyproject.toml"
+    path.write_bytes(data)
+
+    _one_line_or_accepted(lambda: load_rules(path), (BudgetConfigError,))
+
+    assert path.read_bytes() == data

@@ -236,6 +236,8 @@ def test_first_matching_rule_is_the_budget() -> None:
 def test_budget_reads_as_its_limits_and_the_rule_it_came_from() -> None:
     assert str(rule(p99_ms=100).budget) == f"P99 < 100 ms ({WHERE})"
     assert str(rule(p99_ms=100, p50_ms=40.5).budget) == f"P99 < 100 ms, P50 < 40.5 ms ({WHERE})"
+    at_rate = rule(p99_ms=100, min_rate_rps=4).budget
+    assert str(at_rate) == f"P99 < 100 ms at >= 4 req/s ({WHERE})" and at_rate.min_rate_rps == 4
 
 
 def test_case_no_rule_matches_has_no_budget() -> None:
@@ -256,6 +258,10 @@ def test_case_no_rule_matches_has_no_budget() -> None:
         ({"p99_ms": 50, "durations": ["3s"]}, "durations must be a positive number"),
         ({"p99_ms": 50, "variants": {"a": 1}}, "variants must be a list or a single value"),
         ({"p99_ms": 50, "p95_ms": 70}, "unknown field(s) p95_ms"),
+        ({"p99_ms": float("nan")}, "p99_ms must be a positive number of ms, not nan"),
+        ({"p99_ms": 50, "durations": [float("inf")]}, "a positive number of seconds"),
+        ({"p99_ms": 50, "min_rate_rps": 0}, "min_rate_rps must be a positive number of requests"),
+        ({"p99_ms": 50, "providers": [3]}, "providers must be names or globs"),
     ],
 )
 def test_bad_rule_is_rejected_with_a_message_naming_the_rule_and_the_field(

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
+from perf.budgets.rules import Budget
 from perf.measure.cases import PerfCase
-from perf.scenarios.open_loop import Workload, poisson_schedule, run_open_loop
-from perf.scenarios.peak import find_peak, point_requests
+from perf.scenarios.open_loop import OpenLoopRun, Workload, poisson_schedule, run_open_loop
+from perf.scenarios.peak import PeakPoint, PeakResult, find_peak, point_requests
+from perf.stats.early_stopping import BoundClaim
+from perf.stats.outcome import Outcome
 from tests.test_open_loop import FakeClock
 
 CASE = PerfCase("fake/fp32", "cpu", 3.0)
@@ -76,3 +81,22 @@ def test_a_mix_is_served_by_its_weights_and_its_capacity_weighs_each_length() ->
     assert result.capacity_rps == pytest.approx(1 / 0.0175)
     kinds = [s.request.kind for p in result.points for s in p.run.served]
     assert 0.2 < kinds.count(1) / len(kinds) < 0.3
+
+
+def _result_with(points: list[tuple[float, bool]], budget: Budget | None) -> PeakResult:
+    def point(rate: float, passed: bool) -> PeakPoint:
+        run = OpenLoopRun(rate, 1, (), 10.0)
+        return PeakPoint(run, BoundClaim(passed, 449, 0 if passed else 9, 299))
+
+    return PeakResult(CASE, SLO_MS, 0.95, 100.0, tuple(point(*p) for p in points), "x", budget)
+
+
+def test_a_budget_min_rate_passes_fails_or_waits_for_a_rate_near_it() -> None:
+    budget = Budget(p99_ms=SLO_MS, p50_ms=None, rule="r", min_rate_rps=40.0)
+    assert _result_with([(50.0, True)], budget).verdict is Outcome.PASS
+    assert _result_with([(50.0, False), (30.0, False)], budget).verdict is Outcome.FAIL
+    assert _result_with([(20.0, True), (60.0, False)], budget).verdict is Outcome.UNDECIDED
+    assert _result_with([(50.0, True)], None).verdict is Outcome.NOT_GATED
+    other_slo = dataclasses.replace(budget, p99_ms=80.0)
+    result = _result_with([(50.0, True)], other_slo)
+    assert result.verdict is Outcome.NOT_GATED and "--perf-slo-ms 80" in result.verdict_line()

@@ -129,3 +129,33 @@ def test_scenario_options_that_mean_nothing(suite: Suite, args: list[str], expec
 
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     assert expected in output(result)
+
+
+def test_a_server_run_is_judged_on_its_budget_from_scheduled_arrival(suite: Suite) -> None:
+    suite.budgets('[[tool.latency-suite.budget]]\nvariants = ["tiny/*"]\np99_ms = 0.001\n')
+
+    result = suite.run(
+        "--perf-scenario=server", "--perf-rate=50", "--perf-max-time=1", target="test_latency.py"
+    )
+
+    result.assert_outcomes(failed=1, skipped=5)
+    assert "tiny/fp32-cpu-3s at 50 req/s broke its budget: P99" in output(result)
+
+
+def test_a_peak_search_is_judged_on_a_budget_min_rate(suite: Suite) -> None:
+    # A P99 of 50 ms is met by the tiny model at any rate the generator can offer; a
+    # minimum rate of a million requests per second is never reached.
+    suite.budgets(
+        '[[tool.latency-suite.budget]]\nvariants = ["tiny/*"]\np99_ms = 50\nmin_rate_rps = 1e6\n'
+    )
+
+    result = suite.run(
+        "--perf-scenario=server", "--perf-rate=peak", "--perf-slo-ms=50", "--perf-max-time=20",
+        target="test_latency.py",
+    )  # fmt: skip
+
+    text = output(result)
+    assert "budget: " in text and "at >= 1e+06 req/s" in text
+    assert result.ret in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED)
+    # Never failed below a million req/s: undecided (a warning), never a pass.
+    assert "budget: pass" not in text

@@ -6,6 +6,8 @@
     durations = [3]                  # seconds of audio; omitted: any
     p99_ms = 100                     # required
     p50_ms = 40                      # optional
+    min_rate_rps = 4                 # optional: --perf-rate peak must prove P99 <= p99_ms
+                                     # at this many requests per second or more
 
 The first rule that matches a benchmark is its budget; a benchmark no rule matches is measured
 and reported but not gated.
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import math
 import tomllib
 from collections.abc import Sequence
 from pathlib import Path
@@ -35,11 +38,14 @@ class Budget:
     p99_ms: float
     p50_ms: float | None
     rule: str  # where it came from, for messages
+    min_rate_rps: float | None = None  # the peak search must prove P99 <= p99_ms at this rate
 
     def __str__(self) -> str:  # failure messages and logs: not the dataclass repr
         limits = f"P99 < {self.p99_ms:g} ms"
         if self.p50_ms is not None:
             limits += f", P50 < {self.p50_ms:g} ms"
+        if self.min_rate_rps is not None:
+            limits += f" at >= {self.min_rate_rps:g} req/s"
         return f"{limits} ({self.rule})"
 
     def to_dict(self) -> dict[str, Any]:
@@ -69,9 +75,16 @@ def _as_list(value: Any, field: str, where: str) -> list[Any]:
     raise BudgetConfigError(f"{where}: {field} must be a list or a single value, not {value!r}")
 
 
-def _positive(value: Any, field: str, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        raise BudgetConfigError(f"{where}: {field} must be a positive number of ms, not {value!r}")
+def _positive(value: Any, field: str, where: str, unit: str = "ms") -> float:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        raise BudgetConfigError(
+            f"{where}: {field} must be a positive number of {unit}, not {value!r}"
+        )
     return float(value)
 
 
@@ -85,28 +98,42 @@ def _provider_pattern(name: str, where: str) -> str:
         raise BudgetConfigError(f"{where}: {error}") from None
 
 
-def parse_rule(table: dict[str, Any], where: str) -> BudgetRule:
-    unknown = set(table) - {"variants", "providers", "durations", "p99_ms", "p50_ms"}
+def _names(value: Any, field: str, where: str) -> list[str]:
+    names = _as_list(value, field, where)
+    if not all(isinstance(name, str) and name for name in names):
+        raise BudgetConfigError(f"{where}: {field} must be names or globs, not {value!r}")
+    return names
+
+
+def parse_rule(table: Any, where: str) -> BudgetRule:
+    if not isinstance(table, dict):
+        raise BudgetConfigError(f"{where}: a budget is a table of fields, not {table!r}")
+    unknown = set(table) - {"variants", "providers", "durations", "p99_ms", "p50_ms",
+                            "min_rate_rps"}  # fmt: skip
     if unknown:
         raise BudgetConfigError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")
     if "p99_ms" not in table:
         raise BudgetConfigError(f"{where}: p99_ms is required")
     durations = table.get("durations")
     return BudgetRule(
-        variants=tuple(str(v) for v in _as_list(table.get("variants", "*"), "variants", where)),
+        variants=tuple(_names(table.get("variants", "*"), "variants", where)),
         providers=tuple(
-            _provider_pattern(str(p), where)
-            for p in _as_list(table.get("providers", "*"), "providers", where)
+            _provider_pattern(p, where)
+            for p in _names(table.get("providers", "*"), "providers", where)
         ),
         durations=None
         if durations is None
         else tuple(
-            _positive(d, "durations", where) for d in _as_list(durations, "durations", where)
+            _positive(d, "durations", where, "seconds")
+            for d in _as_list(durations, "durations", where)
         ),
         budget=Budget(
             p99_ms=_positive(table["p99_ms"], "p99_ms", where),
             p50_ms=None if "p50_ms" not in table else _positive(table["p50_ms"], "p50_ms", where),
             rule=where,
+            min_rate_rps=None
+            if "min_rate_rps" not in table
+            else _positive(table["min_rate_rps"], "min_rate_rps", where, "requests per second"),
         ),
     )
 
@@ -115,15 +142,29 @@ def load_rules(pyproject: Path) -> list[BudgetRule]:
     if not pyproject.is_file():
         return []
     try:
-        data = tomllib.loads(pyproject.read_text())
-    except tomllib.TOMLDecodeError as error:
+        data = tomllib.loads(pyproject.read_bytes().decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
         raise BudgetConfigError(f"{pyproject} is not valid TOML: {error}") from error
-    tables = data.get("tool", {}).get("latency-suite", {}).get("budget", [])
+    tables: Any = data
+    for key in ("tool", "latency-suite", "budget"):
+        tables = (
+            tables.get(key, {} if key != "budget" else []) if isinstance(tables, dict) else None
+        )
     if not isinstance(tables, list):
         raise BudgetConfigError(f"{pyproject}: write budgets as [[{TABLE}]] tables")
     return [
         parse_rule(table, f"{pyproject} [[{TABLE}]] #{i + 1}") for i, table in enumerate(tables)
     ]
+
+
+def budget_quantiles(budget: Budget | None) -> list[tuple[float, float]]:
+    """(quantile, limit ms) pairs a budget gates: P99, and P50 when it has one."""
+    if budget is None:
+        return []
+    pairs = [(0.99, budget.p99_ms)]
+    if budget.p50_ms is not None:
+        pairs.append((0.5, budget.p50_ms))
+    return pairs
 
 
 def budget_for(case: PerfCase, rules: Sequence[BudgetRule]) -> Budget | None:

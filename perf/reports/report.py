@@ -280,19 +280,20 @@ def _scenarios_table(rows: Sequence[Mapping[str, Any]]) -> _Table:
     for r in rows:
         cells.append((
             r["id"], f"{r['rate_rps']:g} req/s", f"{r['achieved_rps']:.2f} req/s",
-            _ms(r["p50_ms"]), _ms(r["p95_ms"]), _ms(r["p99_ms"]), "; ".join(r["flags"]) or "-",
+            _ms(r["p50_ms"]), _ms(r["p95_ms"]), _ms(r["p99_ms"]), r.get("verdict", "-"),
+            "; ".join(r["flags"]) or "-",
         ))  # fmt: skip
-        important.append(bool(r["flags"]))
+        important.append(bool(r["flags"]) or r.get("verdict") == "fail")
         for length in r.get("per_length", []):
             cells.append((
                 f"{r['id']}: {length['length']} (weight {length['weight']:g})", "",
                 f"{length['requests']} requests", _ms(length["p50_ms"]), _ms(length["p95_ms"]),
-                _ms(length["p99_ms"]), "",
+                _ms(length["p99_ms"]), "", "",
             ))  # fmt: skip
             important.append(False)
     return _Table(
         title="Server scenario (Poisson arrivals; latency from each request's scheduled time)",
-        headers=("configuration", "offered", "achieved", "P50", "P95", "P99", "flags"),
+        headers=("configuration", "offered", "achieved", "P50", "P95", "P99", "budget", "flags"),
         rows=cells,
         important=important,
     )
@@ -307,7 +308,7 @@ def _peak_table(rows: Sequence[Mapping[str, Any]]) -> _Table:
     return _Table(
         title="Peak rate whose P99 is proven under the SLO (Poisson arrivals; LoadGen's "
         "early-stopping rule)",
-        headers=("configuration", "SLO", "peak rate", "below", "points", "stopped"),
+        headers=("configuration", "SLO", "peak rate", "below", "points", "stopped", "budget"),
         rows=[
             (
                 r["id"],
@@ -318,6 +319,7 @@ def _peak_table(rows: Sequence[Mapping[str, Any]]) -> _Table:
                 else f"{r['peak_rps_interval'][1]:.3g} req/s",
                 str(len(r["points"])),
                 r["stopped"],
+                r.get("verdict", "-"),
             )
             for r in rows
         ],
@@ -329,15 +331,20 @@ def _offline_table(rows: Sequence[Mapping[str, Any]]) -> _Table:
     rows = [r for r in rows if r.get("scenario") == "offline"]
     return _Table(
         title="Offline (every request there from the start, batched calls back to back)",
-        headers=("configuration", "batch", "calls", "clips/s", "audio s per s", "call P50",
-                 "call P99"),  # fmt: skip
-        rows=[
-            (r["id"], str(r["batch"]), str(r["calls"]), f"{r['clips_per_s']:.2f}",
-             f"{r['audio_seconds_per_s']:.1f}", _ms(r["call_p50_ms"]), _ms(r["call_p99_ms"]))
-            for r in rows
-        ],  # fmt: skip
+        headers=OFFLINE_HEADERS,
+        rows=[_offline_cells(r) for r in rows],
         important=[False] * len(rows),
     )
+
+
+OFFLINE_HEADERS = ("configuration", "batch", "calls", "clips/s", "audio s per s", "call P50",
+                   "call P99")  # fmt: skip
+
+
+def _offline_cells(r: Mapping[str, Any]) -> tuple[str, ...]:
+    rates = f"{r['clips_per_s']:.2f}", f"{r['audio_seconds_per_s']:.1f}"
+    return (r["id"], str(r["batch"]), str(r["calls"]), *rates, _ms(r["call_p50_ms"]),
+            _ms(r["call_p99_ms"]))  # fmt: skip
 
 
 def load_points(rows: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:

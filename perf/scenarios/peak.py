@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from perf.budgets.rules import Budget
 from perf.measure.cases import PerfCase
 from perf.scenarios.open_loop import (
     Clock,
@@ -34,6 +35,7 @@ from perf.scenarios.open_loop import (
 )
 from perf.scenarios.server import DEADLINE_FACTOR
 from perf.stats.early_stopping import BoundClaim, claim_holds, min_passing
+from perf.stats.outcome import Outcome
 from perf.stats.percentiles import QUANTILE_METHOD
 
 PERCENTILE = 0.99
@@ -74,6 +76,32 @@ class PeakResult:
     capacity_rps: float  # workers / the warm-up calls' median service time
     points: tuple[PeakPoint, ...]
     stopped: str  # why the search ended
+    budget: Budget | None = None
+
+    @property
+    def verdict(self) -> Outcome:
+        """Against a budget's ``min_rate_rps`` (for the budget's P99 as SLO): passes when a
+        rate at or above it was proven, fails when one at or below it was not, else is
+        undecided (the search never tried a rate near it)."""
+        budget = self.budget
+        if budget is None or budget.min_rate_rps is None or budget.p99_ms != self.slo_ms:
+            return Outcome.NOT_GATED
+        if self.proven_rps >= budget.min_rate_rps:
+            return Outcome.PASS
+        if self.failed_rps is not None and self.failed_rps <= budget.min_rate_rps:
+            return Outcome.FAIL
+        return Outcome.UNDECIDED
+
+    def verdict_line(self) -> str:
+        budget = self.budget
+        if budget is None or budget.min_rate_rps is None:
+            return "not gated: no budget with min_rate_rps matches"
+        if budget.p99_ms != self.slo_ms:
+            return (
+                f"not gated: the budget's P99 is {budget.p99_ms:g} ms, the search's SLO "
+                f"{self.slo_ms:g} ms (--perf-slo-ms {budget.p99_ms:g} checks {budget})"
+            )
+        return f"{self.verdict}: {budget}; {self.line()}"
 
     @property
     def proven_rps(self) -> float:
@@ -103,6 +131,8 @@ class PeakResult:
             "peak_rps": self.proven_rps,
             "peak_rps_interval": [self.proven_rps, self.failed_rps],
             "stopped": self.stopped,
+            "verdict": self.verdict.value,
+            "budget": None if self.budget is None else self.budget.to_dict(),
             "points": [p.to_dict() for p in self.points],
         }
 

@@ -14,8 +14,11 @@ from typing import Any
 
 import numpy as np
 
+from perf.budgets.rules import Budget, budget_quantiles
+from perf.budgets.verdicts import BudgetDecision, final_decision, judge_budget
 from perf.measure.cases import PerfCase
 from perf.scenarios.open_loop import OpenLoopRun, Workload, poisson_schedule, run_open_loop
+from perf.stats.outcome import Outcome, budget_outcome
 from perf.stats.percentiles import QUANTILE_METHOD, LatencySummary
 
 SCENARIOS = ("single-stream", "server", "offline")
@@ -33,6 +36,19 @@ class ServerResult:
     queue: LatencySummary
     service: LatencySummary
     workload: Workload | None = None  # the length mix, when there is one
+    decisions: tuple[BudgetDecision, ...] = ()  # the budget judged on latency from arrival
+
+    @property
+    def verdict(self) -> Outcome:
+        return budget_outcome([d.verdict for d in self.decisions])
+
+    def judged(self, budget: Budget | None, confidence: float) -> ServerResult:
+        """This run with its budget's verdicts: the same quantile bounds as single-stream
+        budgets, on each request's latency from its scheduled arrival."""
+        latencies = self.run.values("latency_ms")
+        decisions = tuple(final_decision(judge_budget(latencies, q, ms, confidence))
+                          for q, ms in budget_quantiles(budget))  # fmt: skip
+        return dataclasses.replace(self, decisions=decisions)
 
     def per_length(self) -> list[dict[str, Any]]:
         """The latency of each length of a mix, read apart (empty without a mix)."""
@@ -79,6 +95,8 @@ class ServerResult:
             "service_ms": self.service.to_dict(),
             "per_length": self.per_length(),
             "flags": self.flags,
+            "verdict": self.verdict.value,
+            "budget": [d.to_dict() for d in self.decisions],
         }
 
 
@@ -137,6 +155,7 @@ def server_rows(results: list[ServerResult]) -> list[tuple[str, ...]]:
             r.latency.percentiles["p99"].format(),
             f"{_p(r.queue, 'p99'):.1f} ms",
             f"{_p(r.service, 'p50'):.1f} ms",
+            str(r.verdict),
             "; ".join(r.flags) or "-",
         ))  # fmt: skip
         rows += [_length_row(length) for length in r.per_length()]
@@ -148,7 +167,7 @@ def _length_row(length: dict[str, Any]) -> tuple[str, ...]:
         return "-" if length[key] is None else f"{length[key]:.1f} ms"
 
     return (f"  {length['length']} (weight {length['weight']:g})", "", f"{length['requests']} req",
-            ms("p50_ms"), ms("p99_ms"), "", ms("service_p50_ms"), "")  # fmt: skip
+            ms("p50_ms"), ms("p99_ms"), "", ms("service_p50_ms"), "", "")  # fmt: skip
 
 
 SERVER_HEADERS = (
@@ -159,6 +178,7 @@ SERVER_HEADERS = (
     "P99 [95% CI]",
     "queue P99",
     "service P50",
+    "budget",
     "flags",
 )
 

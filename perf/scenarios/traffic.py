@@ -10,6 +10,7 @@ import logging
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+from perf.budgets.rules import Budget
 from perf.measure.cases import PerfCase, case_inputs, format_duration
 from perf.measure.sampling import SamplingPolicy
 from perf.scenarios.offline import OfflineResult, measure_offline
@@ -59,18 +60,21 @@ class TrafficRun:
         self.peak_results: list[PeakResult] = []
         self.offline_results: list[OfflineResult] = []
 
-    def measure_server(self, case: PerfCase, rate_rps: float) -> ServerResult:
-        """The case's model on one session serving Poisson arrivals at ``rate_rps``."""
+    def measure_server(
+        self, case: PerfCase, rate_rps: float, budget: Budget | None = None
+    ) -> ServerResult:
+        """The case's model on one session serving Poisson arrivals at ``rate_rps``, judged
+        on ``budget``."""
         workload = self.open_workload(case)
         policy = self.policy
         log.info("%s: serving %g req/s for %g s", case.id, rate_rps, policy.max_seconds)
         result = measure_server(
             case, workload, rate_rps, self.workers, policy.max_seconds, policy.confidence
-        )
+        ).judged(budget, policy.confidence)
         self.server_results.append(result)
         return result
 
-    def find_peak(self, case: PerfCase) -> PeakResult:
+    def find_peak(self, case: PerfCase, budget: Budget | None = None) -> PeakResult:
         """The highest Poisson rate at which the case's model proves P99 <= --perf-slo-ms."""
         workload = self.open_workload(case)
         assert self.slo_ms is not None  # read_options requires it with peak
@@ -80,6 +84,7 @@ class TrafficRun:
             case, workload, self.slo_ms, self.workers,
             policy.max_seconds, policy.confidence, progress=log.info,
         )  # fmt: skip
+        result = dataclasses.replace(result, budget=budget)
         self.peak_results.append(result)
         return result
 

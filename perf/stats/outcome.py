@@ -43,3 +43,10 @@ class UndecidedPolicy(StrEnum):
     FAIL = "fail"
     WARN = "warn"
     PASS = "pass"
+
+
+def budget_outcome(verdicts: list[Outcome]) -> Outcome:
+    """One budget's outcome from its quantiles' final verdicts: ``not gated`` without any."""
+    if not verdicts:
+        return Outcome.NOT_GATED
+    return Outcome.FAIL if Outcome.FAIL in verdicts else Outcome.PASS
