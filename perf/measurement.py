@@ -38,6 +38,7 @@ class LatencyResult:
     decisions: tuple[BudgetDecision, ...]
     node_placement: dict[str, int] | None
     numerics: dict[str, Any] | None = None  # the check that this model computes right here
+    work: dict[str, Any] | None = None  # GFLOP per call and efficiency (perf.measure.efficiency)
 
     @property
     def verdict(self) -> Outcome:
@@ -77,6 +78,9 @@ class LatencyResult:
             "decided_by_point_estimate": self.decided_by_point_estimate,
             "node_placement": self.node_placement,
             "numerics": self.numerics,
+            "gflop_per_call": None if self.work is None else self.work["gflop_per_call"],
+            "efficiency": None if self.work is None else self.work["efficiency"],
+            "work": self.work,
         }
 
 

@@ -14,6 +14,7 @@ from perf.baselines.gate import BaselineGate
 from perf.budgets.rules import BudgetRule, budget_for
 from perf.config import PerfOptions
 from perf.measure.cases import PerfCase, case_inputs
+from perf.measure.efficiency import EfficiencyMeter
 from perf.measure.fingerprint import machine_and_software
 from perf.measure.models import Models
 from perf.measure.numerics import CheckedModels, NumericsChecker
@@ -63,6 +64,7 @@ class PerfRun:
             )
         self.results: list[LatencyResult] = []
         self.concurrency_results: list[tuple[PerfCase, ConcurrencyResult]] = []
+        self.efficiency = EfficiencyMeter(cache.root / ".machine-peak")
         self.traffic = TrafficRun(
             options.policy, options.workers, options.slo_ms, self._open_workload
         )
@@ -104,7 +106,9 @@ class PerfRun:
             inputs,
             progress=lambda message: log.info("%s: %s", case.id, message),
         )
-        result = dataclasses.replace(result, numerics=numerics.to_dict())
+        p50_ms = result.summary.percentiles["p50"].value
+        work = self.efficiency.of(model.path, inputs, settings, p50_ms)
+        result = dataclasses.replace(result, numerics=numerics.to_dict(), work=work)
         self._warn_if_contended(result)
         self.results.append(result)
         return result

@@ -68,6 +68,7 @@ def count_work(
     graph = model.graph
     counted = [n for n in graph.node if n.op_type in MATMUL_LIKE or n.op_type in CONV_LIKE]
     shapes = {init.name: tuple(init.dims) for init in graph.initializer}
+    shapes |= _static_shapes([*graph.value_info, *graph.output])
     shapes |= {name: tuple(value.shape) for name, value in feeds.items()}
     wanted = sorted({name for n in counted for name in _operands(n) if name not in shapes})
     if wanted:
@@ -101,6 +102,18 @@ def run_unoptimized(model_bytes: bytes, names: list[str], feeds: dict[str, np.nd
 def count_work_of_file(path: Path, feeds: Mapping[str, np.ndarray]) -> Work:
     """The work of one call of the ONNX file at ``path`` (external data loaded beside it)."""
     return count_work(onnx.load(str(path)), feeds, run_unoptimized)
+
+
+def _static_shapes(values: list[onnx.ValueInfoProto]) -> dict[str, tuple[int, ...]]:
+    """Shapes the file declares with every dim a number (no run needed for those)."""
+    shapes = {}
+    for value in values:
+        if not value.type.HasField("tensor_type") or not value.type.tensor_type.HasField("shape"):
+            continue
+        dims = value.type.tensor_type.shape.dim
+        if all(d.HasField("dim_value") for d in dims):
+            shapes[value.name] = tuple(d.dim_value for d in dims)
+    return shapes
 
 
 def _operands(node: onnx.NodeProto) -> list[str]:

@@ -32,7 +32,11 @@ from perf.stats.outcome import Outcome
 # "against" rows carry "outcome" in place of "status" and "verdict"; numerics "outcome".
 # 4, adds "scenarios": a row per server-scenario run (scenario, rate_rps, achieved_rps, p50_ms,
 # p95_ms, p99_ms, queue and service time, issue delay, flags).
-FORMAT_VERSION = 4
+# 5, results carry "gflop_per_call", "efficiency" (0-1, CPU) and "work"; the report carries
+# "machine_peak" (GFLOP/s and GOP/s, and how they were measured); "scenarios" rows also come
+# from the peak search ("peak", with its "points") and "offline", server rows carry
+# "per_length" and their budget "verdict".
+FORMAT_VERSION = 5
 SUMMARY_LIMIT_BYTES = 900 * 1024  # GitHub rejects a job summary over 1 MiB
 MAX_DISTRIBUTION_PLOTS = 24
 REPORT_MD, SUMMARY_MD, REPORT_JSON, OVERVIEW_PNG = (
@@ -133,6 +137,10 @@ def report_data(content: ReportContent) -> dict[str, Any]:
         "against": [dict(outcome) for outcome in content.against],
         "scenarios": [dict(row) for row in content.scenarios],
         "comparisons": [{"id": case_id, **c.to_dict()} for case_id, c in content.comparisons],
+        "machine_peak": next(
+            (r.work["machine_peak"] for r in content.results if r.work and r.work["machine_peak"]),
+            None,
+        ),
     }
 
 

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from perf.measure.efficiency import efficiency_text
 from perf.measurement import LatencyResult
 
-HEADERS = ("configuration", "size", "load", "P50", "P95", "P99 [95% CI]", "budget", "verdict")
+HEADERS = (
+    "configuration", "size", "load", "P50", "P95", "P99 [95% CI]", "work", "budget", "verdict",
+)  # fmt: skip
 
 
 def _size(result: LatencyResult) -> str:
@@ -32,6 +35,7 @@ def row(result: LatencyResult) -> tuple[str, ...]:
         f"{pct['p50'].value:.1f} ms",
         f"{pct['p95'].value:.1f} ms",
         pct["p99"].format(),
+        efficiency_text(result.work),
         budget,
         _verdict(result),
     )
