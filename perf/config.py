@@ -412,17 +412,27 @@ def _check_model_files(options: PerfOptions) -> None:
     """--perf-model files (and their parents) parse, are whole and can be fed, before any run."""
     unknown = set(options.model_parents) - {path.resolve() for path in options.model_files}
     if unknown:
+        given = ", ".join(str(p.resolve()) for p in options.model_files) or "none"
         raise ConfigError(
             f"--perf-model-parent names {', '.join(map(str, sorted(unknown)))}, which is not a "
-            "--perf-model; give the same path to both"
+            f"--perf-model (given: {given}); give the same path to both"
         )
     for model, parent in options.model_parents.items():
         check_onnx_file(parent, f"--perf-model-parent {model}=")
     settable: set[str] = set()
+    input_names: set[str] = set()
     for path in options.model_files:
         check_onnx_file(path, "--perf-model")
-        settable |= settable_dims(read_input_specs(path))
+        specs = read_input_specs(path)
+        settable |= settable_dims(specs)
+        input_names |= {spec.name for spec in specs}
     _check_dim_names(options.dims, settable)
+    unknown_inputs = sorted(set(options.fixed_inputs) - input_names)
+    if unknown_inputs:
+        raise ConfigError(
+            f"--perf-input {unknown_inputs[0]}=...: no --perf-model has an input of that name; "
+            f"their inputs: {', '.join(sorted(input_names)) or 'none (no --perf-model given)'}"
+        )
     for path in options.model_files:
         case = PerfCase(str(path), "cpu", options.durations[0], options.batch, model_file=path)
         try:

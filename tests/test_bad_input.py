@@ -149,6 +149,38 @@ def test_a_dim_name_that_matches_nothing_lists_what_would(suite: Suite) -> None:
     assert "frames" in line and "mask[1]" in line
 
 
+def test_an_input_name_that_no_model_has_lists_the_inputs(suite: Suite) -> None:
+    model = write_foreign_model(suite.pytester.path / "foreign.onnx")
+
+    line = refused(suite, f"--perf-model={model}", "--perf-dim=frames=4", "--perf-input=lenght=3")
+
+    assert "--perf-input lenght=...: no --perf-model has an input of that name" in line
+    assert "audio, lengths, mask" in line
+
+
+def test_a_fixed_input_applies_to_the_models_that_have_it(suite: Suite) -> None:
+    # The tiny copy has only "audio"; the foreign model also "lengths": fixing lengths must
+    # not refuse the tiny one.
+    foreign = write_foreign_model(suite.pytester.path / "foreign.onnx")
+    tiny = tiny_model_copy(suite)
+
+    result = suite.run(
+        f"--perf-model={foreign}", f"--perf-model={tiny}", "--perf-dim=frames=4",
+        "--perf-input=lengths=48000", "-o", "perf_variants=", variants=None,
+    )  # fmt: skip
+
+    result.assert_outcomes(passed=2)
+
+
+def test_a_parent_for_a_model_not_given_lists_the_models_that_are(suite: Suite) -> None:
+    tiny = tiny_model_copy(suite)
+    other = tiny_model_copy(suite, "other.onnx")
+
+    line = refused(suite, f"--perf-model={tiny}", f"--perf-model-parent={other}={tiny}")
+
+    assert "which is not a --perf-model (given: " in line and str(tiny.resolve()) in line
+
+
 def test_a_dim_without_a_model_to_apply_to(suite: Suite) -> None:
     line = refused(suite, "--perf-dim=frames=4", "--perf-variants=tiny/fp32")
 

@@ -182,4 +182,4 @@ def test_a_parent_for_a_model_that_is_not_benchmarked_is_a_usage_error(
     parent = entry_dir(tiny_cache_dir, "tiny/fp32") / MODEL_FILE
     result = suite.run(f"--perf-model-parent={full_range_int8}={parent}")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    assert "is not a --perf-model; give the same path to both" in output(result)
+    assert "which is not a --perf-model (given: none); give the same path to both" in output(result)

@@ -140,20 +140,22 @@ def test_each_length_of_a_mix_is_warmed_and_read_apart() -> None:
         return call
 
     workload = Workload((length("1s", 0.01), length("8s", 0.08)), (1.0, 1.0), ("1s", "8s"))
-    workload.warm(2)
+    first = workload.warm(2, clock=clock)
     assert calls == ["1s", "1s", "8s", "8s"]
+    assert first == pytest.approx((10.0, 80.0))  # each length's cold call, measured apart
     schedule = poisson_schedule(2.0, 400, seed=5, weights=workload.weights)
 
     run = run_open_loop(schedule, workload.serve, rate_rps=2.0, clock=clock)
     result = ServerResult(CASE, run, *(LatencySummary.from_samples(run.values(v))
                                        for v in ("latency_ms", "queue_ms", "service_ms")),
-                          workload=workload)  # fmt: skip
+                          workload=workload, first_call_ms=first)  # fmt: skip
 
     short, long = result.per_length()
     assert (short["length"], long["length"]) == ("1s", "8s")
     assert short["requests"] + long["requests"] == 400
     assert short["service_p50_ms"] == pytest.approx(10.0)
     assert long["service_p50_ms"] == pytest.approx(80.0)
+    assert long["first_call_ms"] == pytest.approx(80.0)
     assert result.to_dict()["per_length"] == [short, long]
 
 

@@ -42,6 +42,12 @@ def test_a_server_run_per_rate_with_its_row_in_the_report(suite: Suite, tmp_path
     assert "## Server scenario" in markdown
     assert "![latency under load](load.png)" in markdown
     assert (report / "load.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    assert "(cdf.png)" in markdown
+    assert (report / "cdf.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    for row in rows:
+        cdf = row["cdf_ms"]
+        assert cdf["quantile"][0] == 0.01 and cdf["quantile"][-1] == 0.999
+        assert cdf["ms"] == sorted(cdf["ms"]) and len(row["first_call_ms"]) == 1
 
 
 def test_a_peak_search_with_its_points_in_the_report(suite: Suite, tmp_path: Path) -> None:

@@ -149,6 +149,9 @@ def case_inputs(
     fixed: Mapping[str, object] | None = None,
 ) -> dict[str, np.ndarray]:
     specs = read_input_specs(model_path)
+    # With several --perf-model files, a fixed input applies to those that have it.
+    names = {spec.name for spec in specs}
+    fixed = {k: v for k, v in (fixed or {}).items() if k in names}
     dim_values = dict(dims)
     for spec in specs:  # a dynamic leading axis, named or not, is the batch
         if spec.shape and isinstance(spec.shape[0], str):

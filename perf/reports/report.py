@@ -39,6 +39,7 @@ from perf.stats.outcome import Outcome
 FORMAT_VERSION = 5
 SUMMARY_LIMIT_BYTES = 900 * 1024  # GitHub rejects a job summary over 1 MiB
 MAX_DISTRIBUTION_PLOTS = 24
+CDF_PNG = "cdf.png"
 REPORT_MD, SUMMARY_MD, REPORT_JSON, OVERVIEW_PNG = (
     "report.md",
     "summary.md",
@@ -84,6 +85,11 @@ def write_report(
         plots.append(
             ("latency under load", plot_load(load_points(content.scenarios), directory / LOAD_PNG))
         )
+    server_rows = [r for r in content.scenarios if r.get("scenario") == "server"]
+    if server_rows:
+        from perf.reports.plots import plot_cdf
+
+        plots.append(("latency CDF", plot_cdf(server_rows, directory / CDF_PNG)))
     links = [(label, path.relative_to(directory).as_posix()) for label, path in plots]
     texts = {
         REPORT_MD: markdown_summary(content, plots=links),

@@ -64,12 +64,19 @@ class Workload:
     def serve(self, request: Request) -> Any:
         return self.calls[request.kind]()
 
-    def warm(self, times: int) -> None:
+    def warm(self, times: int, clock: Any = None) -> tuple[float, ...]:
         """Every kind, ``times`` calls: a length first seen while timed would pay its shape's
-        first-call cost (memory planning, arena growth) inside a request."""
+        first-call cost (memory planning, arena growth; on GPUs algorithm search and engine
+        builds) inside a request. Returns each kind's first call, ms: that cost, apart."""
+        clock = clock or Clock
+        first = []
         for call in self.calls:
-            for _ in range(times):
+            began = clock.now()
+            call()
+            first.append((clock.now() - began) * 1e3)
+            for _ in range(times - 1):
                 call()
+        return tuple(first)
 
 
 @dataclasses.dataclass(frozen=True)

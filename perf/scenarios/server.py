@@ -37,6 +37,7 @@ class ServerResult:
     service: LatencySummary
     workload: Workload | None = None  # the length mix, when there is one
     decisions: tuple[BudgetDecision, ...] = ()  # the budget judged on latency from arrival
+    first_call_ms: tuple[float, ...] = ()  # each length's first (cold) call, before timing
 
     @property
     def verdict(self) -> Outcome:
@@ -68,9 +69,12 @@ class ServerResult:
                     "requests": len(mine),
                     **_quantiles_ms(latency),
                     "service_p50_ms": _quantile(service, 0.5),
+                    "first_call_ms": self.first_call_ms[kind]
+                    if kind < len(self.first_call_ms)
+                    else None,
                 }
             )
-        return rows  # fmt: skip
+        return rows
 
     @property
     def flags(self) -> list[str]:
@@ -94,6 +98,9 @@ class ServerResult:
             "queue_ms": self.queue.to_dict(),
             "service_ms": self.service.to_dict(),
             "per_length": self.per_length(),
+            "first_call_ms": list(self.first_call_ms),
+            # The latency CDF, for the plot: quantiles 0.01 ... 0.99 and 0.999
+            "cdf_ms": _cdf(self.run.values("latency_ms")),
             "flags": self.flags,
             "verdict": self.verdict.value,
             "budget": [d.to_dict() for d in self.decisions],
@@ -115,7 +122,7 @@ def measure_server(
 ) -> ServerResult:
     """``workload`` runs the case's model on a shared session; every length of it is warmed
     up here, untimed."""
-    workload.warm(WARMUP_CALLS)
+    first_call_ms = workload.warm(WARMUP_CALLS)
     count = requests_for(rate_rps, max_seconds)
     schedule = poisson_schedule(rate_rps, count, seed, workload.weights)
     run = run_open_loop(
@@ -126,7 +133,18 @@ def measure_server(
         run,
         *(LatencySummary.from_samples(run.values(v), confidence) for v in _SPLIT),
         workload=workload,
+        first_call_ms=first_call_ms,
     )
+
+
+CDF_LEVELS = (*(i / 100 for i in range(1, 100)), 0.999)
+
+
+def _cdf(values: list[float]) -> dict[str, list[float]]:
+    if not values:
+        return {"quantile": [], "ms": []}
+    found = np.quantile(values, CDF_LEVELS, method=QUANTILE_METHOD)
+    return {"quantile": list(CDF_LEVELS), "ms": [float(x) for x in found]}
 
 
 def _quantile(values: list[float], q: float) -> float | None:
@@ -166,8 +184,9 @@ def _length_row(length: dict[str, Any]) -> tuple[str, ...]:
     def ms(key: str) -> str:
         return "-" if length[key] is None else f"{length[key]:.1f} ms"
 
+    first = "" if length["first_call_ms"] is None else f"first call {ms('first_call_ms')}"
     return (f"  {length['length']} (weight {length['weight']:g})", "", f"{length['requests']} req",
-            ms("p50_ms"), ms("p99_ms"), "", ms("service_p50_ms"), "", "")  # fmt: skip
+            ms("p50_ms"), ms("p99_ms"), "", ms("service_p50_ms"), "", first)  # fmt: skip
 
 
 SERVER_HEADERS = (
