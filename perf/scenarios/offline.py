@@ -14,11 +14,15 @@ import math
 import statistics
 from typing import Any
 
-import numpy as np
-
 from perf.measure.cases import PerfCase
-from perf.scenarios.open_loop import Clock, OpenLoopRun, Request, Workload, run_open_loop
-from perf.stats.percentiles import QUANTILE_METHOD
+from perf.scenarios.open_loop import (
+    Clock,
+    OpenLoopRun,
+    Request,
+    Workload,
+    quantiles_ms,
+    run_open_loop,
+)
 
 WARMUP_CALLS = 3
 DEFAULT_BATCH_SIZES = (1, 2, 4, 8)
@@ -39,8 +43,7 @@ class OfflineResult:
         return self.clips_per_s * self.case.duration_s
 
     def to_dict(self) -> dict[str, Any]:
-        service = self.run.values("service_ms")
-        p50, p99 = np.quantile(service, [0.5, 0.99], method=QUANTILE_METHOD)
+        call = quantiles_ms(self.run.values("service_ms"), (0.5, 0.99))
         return {
             "id": self.case.id,
             "scenario": "offline",
@@ -49,8 +52,8 @@ class OfflineResult:
             "seconds": self.run.seconds,
             "clips_per_s": self.clips_per_s,
             "audio_seconds_per_s": self.audio_seconds_per_s,
-            "call_p50_ms": float(p50),
-            "call_p99_ms": float(p99),
+            "call_p50_ms": call["p50_ms"],
+            "call_p99_ms": call["p99_ms"],
         }
 
 

@@ -24,7 +24,21 @@ from typing import Any
 
 import numpy as np
 
+from perf.stats.percentiles import QUANTILE_METHOD
+
 LAG_LIMIT_MS = 5.0  # a generator later than this at P99 measures itself, not the model
+
+
+def quantile_ms(values: Sequence[float], q: float) -> float | None:
+    """The suite's quantile (perf.stats.percentiles' method) of ms values; None when empty."""
+    if not len(values):
+        return None
+    return float(np.quantile(values, q, method=QUANTILE_METHOD))
+
+
+def quantiles_ms(values: Sequence[float], levels: Sequence[float] = (0.5, 0.95, 0.99)) -> dict:
+    """``{"p50_ms": ..., "p95_ms": ..., "p99_ms": ...}`` of ms values."""
+    return {f"p{q * 100:g}_ms": quantile_ms(values, q) for q in levels}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,7 +135,7 @@ class OpenLoopRun:
 
     @property
     def issue_delay_p99_ms(self) -> float:
-        return float(np.quantile(self.values("issue_delay_ms"), 0.99, method="inverted_cdf"))
+        return quantile_ms(self.values("issue_delay_ms"), 0.99) or 0.0
 
     @property
     def generator_fell_behind(self) -> bool:

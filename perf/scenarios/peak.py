@@ -22,8 +22,6 @@ import statistics
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
-
 from perf.budgets.rules import Budget
 from perf.measure.cases import PerfCase
 from perf.scenarios.open_loop import (
@@ -31,12 +29,12 @@ from perf.scenarios.open_loop import (
     OpenLoopRun,
     Workload,
     poisson_schedule,
+    quantiles_ms,
     run_open_loop,
 )
 from perf.scenarios.server import DEADLINE_FACTOR
 from perf.stats.early_stopping import BoundClaim, claim_holds, min_passing
 from perf.stats.outcome import Outcome
-from perf.stats.percentiles import QUANTILE_METHOD
 
 PERCENTILE = 0.99
 PRECISION = 1.10  # stop when the failing rate is within 10% of the proven one
@@ -56,13 +54,9 @@ class PeakPoint:
         return self.claim.holds and not self.run.unserved
 
     def to_dict(self) -> dict[str, Any]:
-        latencies = self.run.values("latency_ms")
-        p50, p95, p99 = np.quantile(latencies, [0.5, 0.95, 0.99], method=QUANTILE_METHOD)
         return {
             **self.run.to_dict(),
-            "p50_ms": float(p50),
-            "p95_ms": float(p95),
-            "p99_ms": float(p99),
+            **quantiles_ms(self.run.values("latency_ms")),
             "passed": self.passed,
             **dataclasses.asdict(self.claim),
         }

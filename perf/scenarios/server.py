@@ -17,7 +17,14 @@ import numpy as np
 from perf.budgets.rules import Budget, budget_quantiles
 from perf.budgets.verdicts import BudgetDecision, final_decision, judge_budget
 from perf.measure.cases import PerfCase
-from perf.scenarios.open_loop import OpenLoopRun, Workload, poisson_schedule, run_open_loop
+from perf.scenarios.open_loop import (
+    OpenLoopRun,
+    Workload,
+    poisson_schedule,
+    quantile_ms,
+    quantiles_ms,
+    run_open_loop,
+)
 from perf.stats.outcome import Outcome, budget_outcome
 from perf.stats.percentiles import QUANTILE_METHOD, LatencySummary
 
@@ -67,8 +74,8 @@ class ServerResult:
                     "length": label,
                     "weight": weight,
                     "requests": len(mine),
-                    **_quantiles_ms(latency),
-                    "service_p50_ms": _quantile(service, 0.5),
+                    **quantiles_ms(latency),
+                    "service_p50_ms": quantile_ms(service, 0.5),
                     "first_call_ms": self.first_call_ms[kind]
                     if kind < len(self.first_call_ms)
                     else None,
@@ -145,16 +152,6 @@ def _cdf(values: list[float]) -> dict[str, list[float]]:
         return {"quantile": [], "ms": []}
     found = np.quantile(values, CDF_LEVELS, method=QUANTILE_METHOD)
     return {"quantile": list(CDF_LEVELS), "ms": [float(x) for x in found]}
-
-
-def _quantile(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    return float(np.quantile(values, q, method=QUANTILE_METHOD))
-
-
-def _quantiles_ms(values: list[float]) -> dict[str, float | None]:
-    return {f"p{q * 100:g}_ms": _quantile(values, q) for q in (0.5, 0.95, 0.99)}
 
 
 _SPLIT = ("latency_ms", "queue_ms", "service_ms")
