@@ -114,7 +114,10 @@ def run_once(args: argparse.Namespace, kind: str, index: int) -> dict[str, Any]:
 
 def _judged(extra: dict[str, Any], kind: str, mode: str) -> dict[str, Any]:
     contention = (extra.get("perf") or {}).get("sampling", {}).get("contention", {})
-    busy = {"other_cores_busy": contention.get("other_cores_busy")}
+    busy = {
+        "other_cores_busy": contention.get("other_cores_busy"),
+        "peak_other_cores_busy": contention.get("peak_other_cores_busy"),
+    }
     if kind == "save":
         return {"verdict": "saved", **busy}
     if mode == "against":
@@ -190,15 +193,17 @@ def summarise(all_rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
             score = f"{verdicts['slower']} / {len(mine)} caught"
         ratios = sorted(r["ratio"] for r in mine if r.get("ratio") is not None)
         span = f"{ratios[0]:.3f}-{ratios[-1]:.3f}" if ratios else "-"
-        busy = sum((r.get("other_cores_busy") or 0) >= 0.25 for r in mine)
+        busy = sum(contended(r) for r in mine)
         label = "A/A" if kind == "aa" else "A/B"
         lines.append(f"| {label} | {len(mine)} | {dict(verdicts)} | {score} | {span} | {busy} |")
     return "\n".join(lines) + "\n"
 
 
 def contended(row: dict[str, Any]) -> bool:
-    """The suite's own contention rule: such a run is not judged, or stored, by the suite."""
-    return (row.get("other_cores_busy") or 0.0) >= DEFAULT_THRESHOLD_CORES
+    """The suite's own contention rule (the run's average or its busiest segment): such a run
+    is not judged, or stored, by the suite."""
+    busiest = max(row.get("other_cores_busy") or 0.0, row.get("peak_other_cores_busy") or 0.0)
+    return busiest >= DEFAULT_THRESHOLD_CORES
 
 
 def _write(args: argparse.Namespace, rows: list[dict[str, Any]]) -> None:

@@ -78,6 +78,7 @@ class PerfOptions:
     slo_ms: float | None = None  # --perf-slo-ms: the P99 target of the peak search
     lengths: tuple[tuple[float, float], ...] = ()  # --perf-lengths: (seconds, weight) mix
     batch_sizes: tuple[int, ...] = DEFAULT_BATCH_SIZES  # --perf-batch-sizes, offline scenario
+    history_dir: Path | None = None  # --perf-history: one immutable record of this run there
     workers: int = 1  # --perf-workers: threads sharing one session in the server scenario
 
 
@@ -192,6 +193,15 @@ OPTIONS = (
         metavar="REQ_PER_S",
         help="server scenario: offered load in requests per second, e.g. 2 or 1,2,3; 'peak' "
         "searches the highest rate whose P99 stays under --perf-slo-ms",
+    ),
+    _option(
+        "--perf-history",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="write one immutable record of this run (commit, machine, every benchmark's "
+        "percentiles and samples) under DIR/<machine>/; records from many runners merge as a "
+        "union of files",
     ),
     _option(
         "--perf-batch-sizes",
@@ -387,6 +397,7 @@ def _options(config: pytest.Config) -> PerfOptions:
         slo_ms=config.getoption("perf_slo_ms"),
         lengths=parse_lengths(config.getoption("perf_lengths")),
         batch_sizes=_batch_sizes(config.getoption("perf_batch_sizes")),
+        history_dir=config.getoption("perf_history"),
         workers=config.getoption("perf_workers"),
     )
 
@@ -537,6 +548,7 @@ def _check_output_dirs(config: pytest.Config, options: PerfOptions) -> None:
         "--perf-report": config.getoption("perf_report"),
         "--perf-baselines": options.baselines_dir,
         "--perf-cache": options.cache_dir,
+        "--perf-history": options.history_dir,
     }
     for option, path in wanted.items():
         if path is not None and Path(path).exists() and not Path(path).is_dir():

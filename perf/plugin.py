@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from perf.baselines.history import benchmark_entry, build_record, git_state, write_record
 from perf.baselines.store import BaselineError, load_baseline
 from perf.budgets.rules import BudgetConfigError, load_rules
 from perf.config import ConfigError, add_options, one_line, read_options
@@ -17,6 +18,7 @@ from perf.measure.cases import (
     PerfCase,
     build_cases,
 )
+from perf.measure.fingerprint import machine_and_software
 from perf.measure.providers import (
     ConflictingOnnxruntimeError,
     check_single_onnxruntime,
@@ -159,6 +161,27 @@ def perf_run(request: pytest.FixtureRequest) -> PerfRun:
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     _write_report(session)
     _save_baseline(session, exitstatus)
+    _write_history(session)
+
+
+def _write_history(session: pytest.Session) -> None:
+    """A record of every run that measured something, passing or not: history keeps both."""
+    run = perf_run_of(session.config)
+    directory = run.options.history_dir
+    if directory is None or not (run.results or run.traffic.rows()):
+        return
+    checks = run.baselines.checks
+    benchmarks = {
+        r.case.id: benchmark_entry(r, checks[r.case.id].to_dict() if r.case.id in checks else None)
+        for r in run.results
+    }
+    both = machine_and_software()
+    record = build_record(benchmarks, both, git_state(session.config.rootpath),
+                          run.traffic.rows())  # fmt: skip
+    path = write_record(directory, record)
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter:
+        reporter.write_line(f"run record: {path}")
 
 
 def _write_report(session: pytest.Session) -> None:

@@ -200,3 +200,11 @@ def test_the_spread_table_rejudges_recorded_a_a_runs_with_the_current_rule(
     assert row.startswith("| `s` | 3 | ")
     assert row.endswith("| 1 / 3 | 1 / 3 |")  # recorded: the 0.88; re-judged: the 1.40
     assert "[-0.128, +0.336]" in row
+
+
+def test_a_run_with_one_busy_segment_is_contended_like_the_suite_says() -> None:
+    # Average load under the flag, one 5 s segment over it: the suite neither judges nor
+    # stores such a run, so calibration must redo it too.
+    assert calibration.contended({"other_cores_busy": 0.07, "peak_other_cores_busy": 0.6})
+    assert not calibration.contended({"other_cores_busy": 0.07, "peak_other_cores_busy": 0.1})
+    assert calibration.contended({"other_cores_busy": 0.3})

@@ -1,0 +1,117 @@
+"""Run records: written once, merged as a union of files, read back; end to end with pytester."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from perf.baselines.history import (
+    MAX_SAMPLES,
+    HistoryError,
+    build_record,
+    load_records,
+    record_path,
+    thinned,
+    write_record,
+)
+from tests import test_plugin
+from tests.test_plugin import Suite, output
+
+pytest_plugins = ["pytester"]
+model_cache = test_plugin.model_cache
+suite = test_plugin.suite
+
+FINGERPRINT = {"machine": {"cpu_model": "Test CPU", "usable_cores": 2, "isa_flags": ["avx2"]},
+               "software": {"onnxruntime_version": "1.0"}}  # fmt: skip
+
+
+def _record(sha: str, p50: float, environ: dict[str, str] | None = None) -> dict:
+    bench = {"latency_ms": {"p50": p50}, "samples_ms": [p50] * 3}
+    commit = {"sha": sha, "time": None, "branch": "main", "dirty": False}
+    return build_record({"cnn/fp32-cpu-3s": bench}, FINGERPRINT, commit, environ=environ or {})
+
+
+def test_three_runners_merge_as_a_union_and_a_repeated_upload_changes_nothing(
+    tmp_path: Path,
+) -> None:
+    runners = [tmp_path / f"runner{i}" for i in range(3)]
+    for i, store in enumerate(runners):
+        write_record(store, _record(f"{i:040d}", 20.0 + i))
+    merged = tmp_path / "history"
+
+    for store in runners:
+        shutil.copytree(store, merged, dirs_exist_ok=True)
+    before = {p: p.read_bytes() for p in merged.rglob("*.json")}
+    shutil.copytree(runners[0], merged, dirs_exist_ok=True)  # the same upload again
+
+    assert {p: p.read_bytes() for p in merged.rglob("*.json")} == before
+    records = load_records(merged)
+    assert len(records) == 3 and len({r["run_id"] for r in records}) == 3
+    assert sorted(r["benchmarks"]["cnn/fp32-cpu-3s"]["latency_ms"]["p50"] for r in records) == [
+        20.0, 21.0, 22.0
+    ]  # fmt: skip
+
+
+def test_a_record_is_written_once_and_never_overwritten(tmp_path: Path) -> None:
+    record = _record("a" * 40, 20.0)
+    path = write_record(tmp_path, record)
+    first = path.read_bytes()
+
+    record["benchmarks"]["cnn/fp32-cpu-3s"]["latency_ms"]["p50"] = 99.0  # same run id and time
+    assert write_record(tmp_path, record) == path
+
+    assert path.read_bytes() == first
+    assert path.name.endswith(f"-{'a' * 12}-{record['run_id'][:12]}.json")
+    assert path.parent.name == record["machine_id"]
+    assert not list(tmp_path.rglob("*.tmp"))
+
+
+def test_ci_variables_and_commit_are_kept() -> None:
+    record = _record("b" * 40, 20.0, {"GITHUB_RUN_ID": "42", "GITHUB_JOB": "perf", "HOME": "/x"})
+
+    assert record["ci"] == {"GITHUB_RUN_ID": "42", "GITHUB_JOB": "perf"}
+    assert record["commit"]["sha"] == "b" * 40 and record["format"] == 1
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("{not json", "not a readable run record"), ('{"format": 1}', "missing run_id"),
+     ('{"format": 9, "run_id": "x", "recorded_at": "t", "commit": {}, "benchmarks": {}}',
+      "record format 9")],
+)  # fmt: skip
+def test_a_bad_record_is_named(tmp_path: Path, text: str, expected: str) -> None:
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "r.json").write_text(text)
+
+    with pytest.raises(HistoryError, match=expected) as error:
+        load_records(tmp_path)
+    assert "r.json" in str(error.value)
+
+
+def test_samples_are_thinned_evenly_in_order() -> None:
+    samples = [float(i) for i in range(10 * MAX_SAMPLES)]
+
+    kept = thinned(samples)
+
+    assert len(kept) == MAX_SAMPLES and kept == sorted(kept)
+    assert kept[0] == 0.0 and kept[1] == 10.0
+    assert thinned([1.0, 2.0]) == [1.0, 2.0]
+
+
+def test_a_run_with_perf_history_writes_its_record(suite: Suite) -> None:
+    store = suite.pytester.path / "history"
+
+    result = suite.run(f"--perf-history={store}", "--perf-max-time=1")
+
+    assert result.ret == 0, output(result)
+    (record,) = load_records(store)
+    assert f"run record: {record_path(store, record)}" in output(result)
+    bench = record["benchmarks"]["tiny/fp32-cpu-3s"]
+    assert bench["outcome"] in ("pass", "not gated")
+    assert bench["latency_ms"]["percentiles"]["p99"]["value"] > 0
+    assert 0 < len(bench["samples_ms"]) <= MAX_SAMPLES
+    assert record["commit"]["sha"] is None  # the pytester folder is not a git checkout
+    assert json.loads(record_path(store, record).read_text()) == record
