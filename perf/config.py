@@ -79,6 +79,7 @@ class PerfOptions:
     lengths: tuple[tuple[float, float], ...] = ()  # --perf-lengths: (seconds, weight) mix
     batch_sizes: tuple[int, ...] = DEFAULT_BATCH_SIZES  # --perf-batch-sizes, offline scenario
     history_dir: Path | None = None  # --perf-history: one immutable record of this run there
+    tail_matrix: bool = False  # --perf-tail-matrix: each --perf-rate under 8 session settings
     workers: int = 1  # --perf-workers: threads sharing one session in the server scenario
 
 
@@ -193,6 +194,12 @@ OPTIONS = (
         metavar="REQ_PER_S",
         help="server scenario: offered load in requests per second, e.g. 2 or 1,2,3; 'peak' "
         "searches the highest rate whose P99 stays under --perf-slo-ms",
+    ),
+    _option(
+        "--perf-tail-matrix",
+        action="store_true",
+        help="server scenario: also run each --perf-rate under 8 session settings (threads, "
+        "spinning, workers; one cap in all) and name the one with the lowest P99",
     ),
     _option(
         "--perf-history",
@@ -398,6 +405,7 @@ def _options(config: pytest.Config) -> PerfOptions:
         lengths=parse_lengths(config.getoption("perf_lengths")),
         batch_sizes=_batch_sizes(config.getoption("perf_batch_sizes")),
         history_dir=config.getoption("perf_history"),
+        tail_matrix=config.getoption("perf_tail_matrix"),
         workers=config.getoption("perf_workers"),
     )
 
@@ -507,6 +515,11 @@ def _check_scenario(options: PerfOptions) -> None:
     if options.batch_sizes != DEFAULT_BATCH_SIZES and options.scenario != "offline":
         raise ConfigError("--perf-batch-sizes applies to --perf-scenario offline; add that, or "
                           "drop it (one batch size: --perf-batch)")  # fmt: skip
+    if options.tail_matrix and not options.rates:
+        raise ConfigError(
+            "--perf-tail-matrix needs --perf-scenario server --perf-rate REQ_PER_S: the rate "
+            "at which the settings are compared"
+        )
     if options.lengths and options.scenario != "server":
         raise ConfigError(
             "--perf-lengths applies to --perf-scenario server; for one call at a time, time "

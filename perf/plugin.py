@@ -28,6 +28,7 @@ from perf.reports.summary import format_table, summary_table
 from perf.run import PerfRun
 from perf.scenarios.offline import OFFLINE_HEADERS, offline_rows
 from perf.scenarios.server import SERVER_HEADERS, server_rows
+from perf.scenarios.tail_matrix import MATRIX_HEADERS, matrix_rows
 from perf.stats.compare import MIN_BASELINE_RUNS, format_comparison_table
 from perf.stats.outcome import Outcome
 
@@ -91,7 +92,7 @@ def record_samples(benchmark: Any, samples_ms: Sequence[float], extra_info: dict
 
 FIXTURES_BY_SCENARIO = {
     "single-stream": ("perf_case", "eager_case", "concurrency_case"),
-    "server": ("server_case", "peak_case"),
+    "server": ("server_case", "peak_case", "tail_case"),
     "offline": ("offline_case",),
 }
 
@@ -124,6 +125,13 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("offline_case", batched, ids=[c.id for c in batched])
     elif name == "perf_case":
         metafunc.parametrize("perf_case", cases, ids=[c.id for c in cases])
+    elif name == "tail_case":
+        if not options.tail_matrix:
+            _off(metafunc, name, "no --perf-tail-matrix")
+            return
+        pairs = [(case, rate) for case in cases for rate in options.rates]
+        ids = [f"{case.id}-{rate:g}rps-matrix" for case, rate in pairs]
+        metafunc.parametrize("tail_case", pairs, ids=ids)
     elif name == "peak_case":
         if options.peak:
             metafunc.parametrize("peak_case", cases, ids=[f"{c.id}-peak" for c in cases])
@@ -168,7 +176,8 @@ def _write_history(session: pytest.Session) -> None:
     """A record of every run that measured something, passing or not: history keeps both."""
     run = perf_run_of(session.config)
     directory = run.options.history_dir
-    if directory is None or not (run.results or run.traffic.rows()):
+    against = [o.to_dict() for o in run.against.outcomes] if run.against else []
+    if directory is None or not (run.results or run.traffic.rows() or against):
         return
     checks = run.baselines.checks
     benchmarks = {
@@ -177,7 +186,7 @@ def _write_history(session: pytest.Session) -> None:
     }
     both = machine_and_software()
     record = build_record(benchmarks, both, git_state(session.config.rootpath),
-                          run.traffic.rows())  # fmt: skip
+                          run.traffic.rows(), against)  # fmt: skip
     path = write_record(directory, record)
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     if reporter:
@@ -273,6 +282,12 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         terminalreporter.write_line(
             format_table(offline_rows(run.traffic.offline_results), OFFLINE_HEADERS)
         )
+    if run.traffic.matrix_results:
+        terminalreporter.section("tail settings: the server scenario under each session setting")
+        rows = matrix_rows(run.traffic.matrix_results)
+        terminalreporter.write_line(format_table(rows, MATRIX_HEADERS))
+        for result in run.traffic.matrix_results:
+            terminalreporter.write_line(f"{result.case.id}: {result.line()}")
     if run.traffic.peak_results:
         terminalreporter.section("peak rate under an SLO (Poisson arrivals, early stopping)")
         for result in run.traffic.peak_results:

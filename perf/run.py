@@ -19,6 +19,7 @@ from perf.measure.fingerprint import machine_and_software
 from perf.measure.models import Models
 from perf.measure.numerics import CheckedModels, NumericsChecker
 from perf.measure.providers import provider_options, resolve_provider
+from perf.measure.sampling import SamplingPolicy
 from perf.measure.sessions import SessionSettings, check_available, open_session
 from perf.measurement import (
     ConcurrencyResult,
@@ -28,12 +29,48 @@ from perf.measurement import (
     measure_torch_eager,
 )
 from perf.scenarios.ab import ABOutcome
-from perf.scenarios.against import against_gate
+from perf.scenarios.against import AgainstGate, against_gate
 from perf.scenarios.open_loop import Workload
 from perf.scenarios.stored import side_by_side_with_stored
+from perf.scenarios.tail_matrix import TailSetting
 from perf.scenarios.traffic import TrafficRun, workload_for
 
 log = logging.getLogger("perf")
+
+
+def checked_models(options: PerfOptions, cache: ModelCache) -> CheckedModels:
+    """The session's models, each numerics-checked on this machine before it is timed."""
+    return CheckedModels(
+        Models(cache, options.weights, options.model_parents),
+        NumericsChecker(cache.root / ".numerics", machine_and_software, options.emulate_isa),
+        options.dims,
+        options.fixed_inputs,
+        progress=log.info,
+    )
+
+
+def ref_gate(options: PerfOptions, cache: ModelCache, models: CheckedModels) -> AgainstGate | None:
+    """--perf-against REF's gate: REF's models built by REF's code, checked like ours."""
+    if options.against is None:
+        return None
+    return against_gate(
+        options.against,
+        cache.root,
+        lambda case, settings: models.resolve(case, settings)[0],
+        options,
+        log.info,
+        check_model=lambda case, model, settings: models.check(
+            case, model, settings, label=" at REF", remember=False
+        ),
+    )
+
+
+def sampling_policy(options: PerfOptions) -> SamplingPolicy:
+    """Stored runs and the run judged on them must be alike: runs that save or compare all
+    sample to the time cap."""
+    if options.save_baseline or options.compare:
+        return dataclasses.replace(options.policy, until_cap=True)
+    return options.policy
 
 
 class PerfRun:
@@ -43,25 +80,8 @@ class PerfRun:
         self.options = options
         self.rules = rules
         cache = ModelCache(options.cache_dir, progress=log.info)
-        self.models = CheckedModels(
-            Models(cache, options.weights, options.model_parents),
-            NumericsChecker(cache.root / ".numerics", machine_and_software, options.emulate_isa),
-            options.dims,
-            options.fixed_inputs,
-            progress=log.info,
-        )
-        self.against = None
-        if options.against is not None:
-            self.against = against_gate(
-                options.against,
-                cache.root,
-                lambda case, settings: self.models.resolve(case, settings)[0],
-                options,
-                log.info,
-                check_model=lambda case, model, settings: self.models.check(
-                    case, model, settings, label=" at REF", remember=False
-                ),
-            )
+        self.models = checked_models(options, cache)
+        self.against = ref_gate(options, cache, self.models)
         self.results: list[LatencyResult] = []
         self.concurrency_results: list[tuple[PerfCase, ConcurrencyResult]] = []
         self.efficiency = EfficiencyMeter(cache.root / ".machine-peak")
@@ -92,20 +112,11 @@ class PerfRun:
         model, numerics = self.models.resolve(case, settings)
         budget = budget_for(case, self.rules)
         inputs = case_inputs(model.path, case, self.options.dims, self.options.fixed_inputs)
-        policy = self.options.policy
-        if self.options.save_baseline or self.options.compare:
-            # Stored runs and the run judged on them must be alike: all sample to the cap.
-            policy = dataclasses.replace(policy, until_cap=True)
         log.info("%s: sampling (budget: %s)", case.id, budget or "none")
         result = measure_case(
-            case,
-            model,
-            settings,
-            policy,
-            budget,
-            inputs,
+            case, model, settings, sampling_policy(self.options), budget, inputs,
             progress=lambda message: log.info("%s: %s", case.id, message),
-        )
+        )  # fmt: skip
         p50_ms = result.summary.percentiles["p50"].value
         work = self.efficiency.of(model.path, inputs, settings, p50_ms)
         result = dataclasses.replace(result, numerics=numerics.to_dict(), work=work)
@@ -129,9 +140,13 @@ class PerfRun:
         if warning:
             warnings.warn(f"{result.case.id}: {warning}", stacklevel=2)
 
-    def _open_workload(self, case: PerfCase) -> Workload:
+    def _open_workload(self, case: PerfCase, tail: TailSetting | None) -> Workload:
         check_available(resolve_provider(case.provider))
         settings = self.settings(case.provider)
+        if tail is not None:
+            settings = dataclasses.replace(
+                settings, intra_op_threads=tail.threads, spinning=tail.spinning
+            )
         model, _ = self.models.resolve(case, settings)
         session = open_session(model.path, settings)
         return workload_for(

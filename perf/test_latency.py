@@ -144,6 +144,13 @@ def test_peak_rate(peak_case: PerfCase, perf_run: PerfRun) -> None:
         pytest.fail(failure, pytrace=False)
 
 
+def test_tail_settings(tail_case: tuple[PerfCase, float], perf_run: PerfRun) -> None:
+    """--perf-tail-matrix: the server scenario at a rate under each session setting."""
+    case, rate = tail_case
+    with unavailable_or_refused(perf_run.options.debug):
+        perf_run.traffic.measure_matrix(case, rate)
+
+
 def test_offline(offline_case: PerfCase, perf_run: PerfRun) -> None:
     """--perf-scenario offline: batched calls back to back; throughput in the summary."""
     with unavailable_or_refused(perf_run.options.debug):

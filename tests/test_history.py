@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from perf import history
 from perf.baselines.history import (
     MAX_SAMPLES,
     HistoryError,
@@ -113,5 +114,42 @@ def test_a_run_with_perf_history_writes_its_record(suite: Suite) -> None:
     assert bench["outcome"] in ("pass", "not gated")
     assert bench["latency_ms"]["percentiles"]["p99"]["value"] > 0
     assert 0 < len(bench["samples_ms"]) <= MAX_SAMPLES
+    assert bench["gflop_per_call"] > 0  # the work column reached the record too
+    assert "GFLOP, " in output(result) and "% of peak" in output(result)
     assert record["commit"]["sha"] is None  # the pytester folder is not a git checkout
     assert json.loads(record_path(store, record).read_text()) == record
+
+
+def _measured(sha: str, p50: float, dirty: bool = False) -> dict:
+    bench = {
+        "latency_ms": {"n": 400, "percentiles": {
+            "p50": {"value": p50, "low": p50 - 1, "high": p50 + 1},
+            "p99": {"value": p50 * 1.5, "low": p50 * 1.4, "high": None}}},
+        "outcome": "pass",
+    }  # fmt: skip
+    commit = {"sha": sha, "time": None, "branch": "main", "dirty": dirty}
+    return build_record({"cnn/fp32-cpu-3s": bench}, FINGERPRINT, commit, environ={})
+
+
+def test_the_history_command_prints_each_series_with_a_sparkline(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for i, p50 in enumerate((20.0, 20.5, 30.0)):
+        record = _measured(f"{i}" * 40, p50, dirty=i == 2)
+        record["recorded_at"] = f"2026-12-0{i + 1}T00:00:00+00:00"
+        write_record(tmp_path, record)
+
+    assert history.main([str(tmp_path), "--last", "2"]) == 0
+
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("cnn/fp32-cpu-3s on machine ") and out[0].endswith(": 2 run(s)")
+    assert "11111111 " in out[1] and "P50 20.5 ms" in out[1] and "[28.7, n/a]" in out[1]
+    assert "22222222+" in out[2]  # a dirty tree is marked
+    assert out[3] == "  P50 ▁█"
+    assert history.sparkline([1.0, 1.0]) == "▁▁" and history.sparkline([]) == ""
+
+
+def test_the_history_command_names_a_missing_folder(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        history.main([str(tmp_path / "none")])
+    assert exit_.value.code == 2

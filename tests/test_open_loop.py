@@ -16,6 +16,7 @@ from perf.scenarios.open_loop import (
     run_open_loop,
 )
 from perf.scenarios.server import ServerResult
+from perf.scenarios.tail_matrix import TAIL_MATRIX, MatrixResult
 from perf.stats.percentiles import LatencySummary
 
 CASE = PerfCase("fake/fp32", "cpu", 1.0, mix=((1.0, 1.0), (8.0, 1.0)))
@@ -174,3 +175,24 @@ def test_offline_serves_batches_back_to_back_and_counts_clips() -> None:
     assert result.audio_seconds_per_s == pytest.approx(3.0 * 4 / 0.030, rel=0.01)
     assert row["call_p50_ms"] == pytest.approx(30.0)
     assert result.run.issue_delay_p99_ms == 0.0
+
+
+def _served_at(seconds: float, deadline_s: float = 1e9) -> ServerResult:
+    clock = FakeClock()
+    schedule = poisson_schedule(20.0, 200, seed=2)
+    run = run_open_loop(schedule, slow_model(clock, seconds), 20.0, deadline_s=deadline_s,
+                        clock=clock)  # fmt: skip
+    parts = ("latency_ms", "queue_ms", "service_ms")
+    return ServerResult(CASE, run, *(LatencySummary.from_samples(run.values(v)) for v in parts))
+
+
+def test_the_tail_matrix_names_the_lowest_p99_among_sound_runs() -> None:
+    fast, slow = TAIL_MATRIX[0], TAIL_MATRIX[1]
+    overloaded = TAIL_MATRIX[2]
+    matrix = MatrixResult(CASE, 20.0, ((slow, _served_at(0.02)), (fast, _served_at(0.005)),
+                                       (overloaded, _served_at(0.2, deadline_s=2.0))))  # fmt: skip
+
+    assert matrix.best()[0] == fast  # the overloaded run left requests unserved: not a candidate
+    assert fast.label in matrix.line() and "lowest P99" in matrix.line()
+    assert matrix.to_dict()["best"]["label"] == fast.label
+    assert len(TAIL_MATRIX) == 8 and len(set(TAIL_MATRIX)) == 8

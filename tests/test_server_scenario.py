@@ -24,7 +24,7 @@ def test_a_server_run_per_rate_with_its_row_in_the_report(suite: Suite, tmp_path
     )  # fmt: skip
 
     text = output(result)
-    result.assert_outcomes(passed=2, skipped=5)  # the other scenarios say why they are off
+    result.assert_outcomes(passed=2, skipped=6)  # the other scenarios say why they are off
     assert "server scenario: Poisson arrivals, latency from scheduled time" in text
     assert "SKIPPED [4] test_latency.py: --perf-scenario server" in text  # each says why
     assert "SKIPPED [1] test_latency.py: no --perf-rate peak" in text
@@ -59,7 +59,7 @@ def test_a_peak_search_with_its_points_in_the_report(suite: Suite, tmp_path: Pat
     )  # fmt: skip
 
     text = output(result)
-    result.assert_outcomes(passed=1, skipped=5)
+    result.assert_outcomes(passed=1, skipped=6)
     assert "peak rate under an SLO" in text
     assert "tiny/fp32-cpu-3s: peak rate with P99 <= 50 ms: at least" in text
     (row,) = json.loads((report / "report.json").read_text())["scenarios"]
@@ -80,7 +80,7 @@ def test_offline_runs_each_batch_size_with_its_throughput(suite: Suite, tmp_path
         f"--perf-report={report}", target="test_latency.py",
     )  # fmt: skip
 
-    result.assert_outcomes(passed=2, skipped=5)
+    result.assert_outcomes(passed=2, skipped=6)
     assert "offline: every request there from the start, batched" in output(result)
     rows = json.loads((report / "report.json").read_text())["scenarios"]
     assert [(r["id"], r["batch"]) for r in rows] == [
@@ -93,6 +93,26 @@ def test_offline_runs_each_batch_size_with_its_throughput(suite: Suite, tmp_path
     assert "| tiny/fp32-cpu-3s-b2 | 2 |" in (report / "report.md").read_text()
 
 
+def test_the_tail_matrix_runs_each_setting_and_names_the_best(suite: Suite, tmp_path: Path) -> None:
+    report = tmp_path / "report"
+
+    result = suite.run(
+        "--perf-scenario=server", "--perf-rate=50", "--perf-tail-matrix", "--perf-max-time=4",
+        f"--perf-report={report}", target="test_latency.py",
+    )  # fmt: skip
+
+    result.assert_outcomes(passed=2, skipped=5)  # the rate's own run, and its matrix
+    text = output(result)
+    assert "tail settings: the server scenario under each session setting" in text
+    rows = json.loads((report / "report.json").read_text())["scenarios"]
+    (matrix,) = [r for r in rows if r["scenario"] == "tail-matrix"]
+    labels = [run["setting"]["label"] for run in matrix["runs"]]
+    assert len(labels) == 8 and "threads 1, spin off, workers 2" in labels
+    if matrix["best"] is not None:
+        assert "the lowest P99 is" in text and matrix["best"]["label"] in labels
+    assert "## Tail settings" in (report / "report.md").read_text()
+
+
 def test_a_length_mix_has_one_case_per_model_and_a_row_per_length(
     suite: Suite, tmp_path: Path
 ) -> None:
@@ -103,7 +123,7 @@ def test_a_length_mix_has_one_case_per_model_and_a_row_per_length(
         "--perf-max-time=2", f"--perf-report={report}", target="test_latency.py",
     )  # fmt: skip
 
-    result.assert_outcomes(passed=1, skipped=5)
+    result.assert_outcomes(passed=1, skipped=6)
     (row,) = json.loads((report / "report.json").read_text())["scenarios"]
     assert row["id"] == "tiny/fp32-cpu-mix"
     assert [(r["length"], r["weight"]) for r in row["per_length"]] == [("1s", 3.0), ("4s", 1.0)]
@@ -117,6 +137,7 @@ def test_a_length_mix_has_one_case_per_model_and_a_row_per_length(
     [
         (["--perf-scenario=server"], "--perf-scenario server needs --perf-rate"),
         (["--perf-lengths=1s:2"], "--perf-lengths applies to --perf-scenario server"),
+        (["--perf-tail-matrix"], "--perf-tail-matrix needs --perf-scenario server --perf-rate"),
         (["--perf-batch-sizes=4"], "--perf-batch-sizes applies to --perf-scenario offline"),
         (["--perf-scenario=offline", "--perf-batch-sizes=0"], "--perf-batch-sizes '0'"),
         (["--perf-scenario=server", "--perf-rate=2", "--perf-lengths=1s:x"], "the weight after"),
@@ -144,7 +165,7 @@ def test_a_server_run_is_judged_on_its_budget_from_scheduled_arrival(suite: Suit
         "--perf-scenario=server", "--perf-rate=50", "--perf-max-time=1", target="test_latency.py"
     )
 
-    result.assert_outcomes(failed=1, skipped=5)
+    result.assert_outcomes(failed=1, skipped=6)
     assert "tiny/fp32-cpu-3s at 50 req/s broke its budget: P99" in output(result)
 
 

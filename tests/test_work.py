@@ -134,3 +134,21 @@ def test_efficiency_is_the_time_at_peak_over_the_p50(tmp_path: Path) -> None:
     assert efficiency_text(row) == "0.2 GFLOP, 50% of peak"
     gpu = meter.of(path, {"a": np.zeros((100, 1000), np.float32)}, SessionSettings("cuda"), 4.0)
     assert gpu["efficiency"] is None and efficiency_text(gpu) == "0.2 GFLOP"
+
+
+def test_a_graph_that_cannot_be_counted_leaves_the_row_without_work(tmp_path: Path) -> None:
+    path = tmp_path / "custom.onnx"
+    model = _graph_model(
+        [helper.make_node("NoSuchOp", ["a"], ["r2"], domain="custom.example"),
+         helper.make_node("Relu", ["a"], ["r"]), helper.make_node("MatMul", ["r", "r2"], ["y"])],
+        [helper.make_tensor_value_info("a", TensorProto.FLOAT, [4, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [],
+    )  # fmt: skip
+    model.opset_import.append(helper.make_opsetid("custom.example", 1))
+    onnx.save(model, str(path))
+
+    row = EfficiencyMeter(tmp_path).of(path, {"a": np.zeros((4, 4), np.float32)},
+                                       SessionSettings("cpu"), 1.0)  # fmt: skip
+
+    assert row is None and efficiency_text(row) == "-"

@@ -149,7 +149,15 @@ def test_no_expressions_inside_run_scripts(workflow: dict[str, Any]) -> None:
 def test_results_are_uploaded_even_when_the_benchmarks_fail(workflow: dict[str, Any]) -> None:
     (upload,) = [s for s in _steps(workflow) if "upload-artifact@" in s.get("uses", "")]
     assert upload["if"] == "${{ !cancelled() }}"
-    assert upload["with"]["path"].split() == ["perf.json", "perf-report/", "perf-report-ab/"]
+    assert upload["with"]["path"].split() == [
+        "perf.json", "perf-report/", "perf-report-ab/", "perf-history/"
+    ]  # fmt: skip
+
+
+def test_the_main_benchmark_step_leaves_a_run_record(workflow: dict[str, Any]) -> None:
+    """Each job's record is an artifact; gathering them is a union of files (no shared file)."""
+    benchmark = next(s for s in _steps(workflow) if s.get("name", "").startswith("Benchmark"))
+    assert "--perf-history perf-history" in benchmark["run"]
 
 
 def test_every_comparing_step_chooses_what_undecided_does(workflow: dict[str, Any]) -> None:

@@ -5,7 +5,8 @@ scratch file and then hard-linked into place, so it appears whole or not at all 
 overwritten: appends from any number of runners cannot conflict, a merge of two stores is the
 union of their files, and copying the same record twice changes nothing (same name, same
 bytes). It holds the commit (sha, time, branch, dirty flag), the CI run where there is one
-(GitHub Actions' variables), the machine and software fingerprints, and per benchmark its
+(GitHub Actions' variables), the machine and software fingerprints, the traffic scenarios'
+rows and ``--perf-against`` outcomes, and per benchmark its
 settings, model key, outcomes, percentiles with intervals and up to ``MAX_SAMPLES`` calls
 (evenly thinned). Stored baselines (perf.baselines.store) stay the comparison's input; records
 are the history a trend or change-point view reads.
@@ -81,6 +82,7 @@ def build_record(
     fingerprint: Mapping[str, Any],
     commit: Mapping[str, Any],
     scenarios: Sequence[Mapping[str, Any]] = (),
+    against: Sequence[Mapping[str, Any]] = (),
     environ: Mapping[str, str] = os.environ,
 ) -> dict[str, Any]:
     now = datetime.datetime.now(datetime.UTC)
@@ -94,6 +96,7 @@ def build_record(
         "fingerprint": dict(fingerprint),
         "benchmarks": {name: dict(b) for name, b in benchmarks.items()},
         "scenarios": [dict(row) for row in scenarios],
+        "against": [dict(outcome) for outcome in against],  # --perf-against A/B outcomes
     }
 
 

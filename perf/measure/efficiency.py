@@ -9,6 +9,7 @@ the peak is a CPU GEMM.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,8 @@ from perf.measure.machine_peak import MachinePeak, cached_peak
 from perf.measure.providers import CPU, resolve_provider
 from perf.measure.sessions import SessionSettings
 from perf.measure.work import Work, count_work_of_file
+
+log = logging.getLogger("perf")
 
 
 class EfficiencyMeter:
@@ -49,9 +52,15 @@ class EfficiencyMeter:
         inputs: Mapping[str, np.ndarray],
         settings: SessionSettings,
         p50_ms: float,
-    ) -> dict[str, Any]:
-        """The row's ``work``: GFLOP per call (float / integer), and the efficiency on CPU."""
-        work = self.work(model_path, inputs)
+    ) -> dict[str, Any] | None:
+        """The row's ``work``: GFLOP per call (float / integer), and the efficiency on CPU;
+        None when the graph cannot be run for counting (a custom op, say): an annotation
+        never fails a benchmark."""
+        try:
+            work = self.work(model_path, inputs)
+        except Exception as error:
+            log.warning("%s: work per call not counted: %s", model_path, error)
+            return None
         row: dict[str, Any] = {**work.to_dict(), "efficiency": None, "machine_peak": None}
         if resolve_provider(settings.provider) == CPU and p50_ms > 0:
             peak = self.peak(settings)

@@ -116,6 +116,7 @@ def markdown_summary(
         _scenarios_table(content.scenarios),
         _peak_table(content.scenarios),
         _offline_table(content.scenarios),
+        _matrix_table(content.scenarios),
         _comparison_table(content.comparisons),
         _skipped_table(content.skipped),
     ]
@@ -359,6 +360,23 @@ def _offline_cells(r: Mapping[str, Any]) -> tuple[str, ...]:
     rates = f"{r['clips_per_s']:.2f}", f"{r['audio_seconds_per_s']:.1f}"
     return (r["id"], str(r["batch"]), str(r["calls"]), *rates, _ms(r["call_p50_ms"]),
             _ms(r["call_p99_ms"]))  # fmt: skip
+
+
+def _matrix_table(rows: Sequence[Mapping[str, Any]]) -> _Table:
+    rows = [r for r in rows if r.get("scenario") == "tail-matrix"]
+    cells = [
+        (r["id"], f"{r['rate_rps']:g} req/s", run["setting"]["label"], _ms(run["p50_ms"]),
+         _ms(run["p99_ms"]), "; ".join(run["flags"]) or "-",
+         "best" if r["best"] and r["best"]["label"] == run["setting"]["label"] else "")
+        for r in rows
+        for run in r["runs"]
+    ]  # fmt: skip
+    return _Table(
+        title="Tail settings (the server scenario under each session setting)",
+        headers=("configuration", "offered", "setting", "P50", "P99", "flags", ""),
+        rows=cells,
+        important=[cell[-1] == "best" for cell in cells],
+    )
 
 
 def load_points(rows: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:

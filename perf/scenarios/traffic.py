@@ -17,6 +17,7 @@ from perf.scenarios.offline import OfflineResult, measure_offline
 from perf.scenarios.open_loop import Workload
 from perf.scenarios.peak import PeakResult, find_peak
 from perf.scenarios.server import ServerResult, measure_server
+from perf.scenarios.tail_matrix import TAIL_MATRIX, MatrixResult, TailSetting
 
 log = logging.getLogger("perf")
 
@@ -42,7 +43,8 @@ def workload_for(
 class TrafficRun:
     """Runs the traffic scenarios of the session's cases and keeps their results.
 
-    ``open_workload`` gives a case's workload on a fresh session of its (built, checked) model.
+    ``open_workload`` gives a case's workload on a fresh session of its (built, checked) model,
+    with a tail setting's threads and spinning when one is given.
     """
 
     def __init__(
@@ -50,7 +52,7 @@ class TrafficRun:
         policy: SamplingPolicy,
         workers: int,
         slo_ms: float | None,
-        open_workload: Callable[[PerfCase], Workload],
+        open_workload: Callable[[PerfCase, TailSetting | None], Workload],
     ) -> None:
         self.policy = policy
         self.workers = workers
@@ -59,13 +61,14 @@ class TrafficRun:
         self.server_results: list[ServerResult] = []
         self.peak_results: list[PeakResult] = []
         self.offline_results: list[OfflineResult] = []
+        self.matrix_results: list[MatrixResult] = []
 
     def measure_server(
         self, case: PerfCase, rate_rps: float, budget: Budget | None = None
     ) -> ServerResult:
         """The case's model on one session serving Poisson arrivals at ``rate_rps``, judged
         on ``budget``."""
-        workload = self.open_workload(case)
+        workload = self.open_workload(case, None)
         policy = self.policy
         log.info("%s: serving %g req/s for %g s", case.id, rate_rps, policy.max_seconds)
         result = measure_server(
@@ -76,7 +79,7 @@ class TrafficRun:
 
     def find_peak(self, case: PerfCase, budget: Budget | None = None) -> PeakResult:
         """The highest Poisson rate at which the case's model proves P99 <= --perf-slo-ms."""
-        workload = self.open_workload(case)
+        workload = self.open_workload(case, None)
         assert self.slo_ms is not None  # read_options requires it with peak
         policy = self.policy
         log.info("%s: searching the peak rate for %g s at most", case.id, policy.max_seconds)
@@ -90,14 +93,29 @@ class TrafficRun:
 
     def measure_offline(self, case: PerfCase) -> OfflineResult:
         """The case's model on batches of ``case.batch`` clips, back to back, for the cap."""
-        workload = self.open_workload(case)
+        workload = self.open_workload(case, None)
         seconds = self.policy.max_seconds
         log.info("%s: offline, batch %d, for %g s", case.id, case.batch, seconds)
         result = measure_offline(case, workload, seconds)
         self.offline_results.append(result)
         return result
 
+    def measure_matrix(self, case: PerfCase, rate_rps: float) -> MatrixResult:
+        """The server scenario at ``rate_rps`` under each tail setting, a share of the cap each."""
+        seconds = self.policy.max_seconds / len(TAIL_MATRIX)
+        runs = []
+        for setting in TAIL_MATRIX:
+            log.info("%s at %g req/s: %s for %.0f s", case.id, rate_rps, setting.label, seconds)
+            workload = self.open_workload(case, setting)
+            result = measure_server(
+                case, workload, rate_rps, setting.workers, seconds, self.policy.confidence
+            )
+            runs.append((setting, result))
+        matrix = MatrixResult(case, rate_rps, tuple(runs))
+        self.matrix_results.append(matrix)
+        return matrix
+
     def rows(self) -> list[dict[str, object]]:
         """Every traffic result as a report.json ``scenarios`` row."""
         return [r.to_dict() for r in (*self.server_results, *self.peak_results,
-                                      *self.offline_results)]  # fmt: skip
+                                      *self.offline_results, *self.matrix_results)]  # fmt: skip

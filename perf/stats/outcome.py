@@ -8,7 +8,9 @@ Which outcomes fail a benchmark:
   *inconclusive*: ``--perf-undecided {fail,warn,pass}`` decides (default ``warn``: the test
   passes with a warning, and the outcome is listed in the summary and the report);
 * the others pass: ``pass``, ``same``, ``faster``, ``unchanged`` (the same artifact on both
-  sides, so not measured) and ``not gated`` (no budget applies: measured and reported).
+  sides: not measured by ``--perf-against``; against stored runs, measured and inside the
+  machine's drift between sittings) and ``not gated`` (no budget applies: measured and
+  reported).
 """
 
 from __future__ import annotations

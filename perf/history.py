@@ -1,0 +1,86 @@
+"""``python -m perf.history DIR``: every benchmark's runs over time, per machine, as text.
+
+Reads the run records of ``--perf-history DIR`` (perf.baselines.history) and prints, per
+machine and benchmark, one line per run (oldest first): when, the commit (``+`` when the tree
+was dirty), P50 and P99 with the P99's interval, calls, and the outcome; then a sparkline of the
+P50s. ``--last N`` keeps the newest N runs of each. Change-point detection is not here yet
+(issue #24): this shows the series it will read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from perf.baselines.history import HistoryError, load_records
+
+BARS = "▁▂▃▄▅▆▇█"
+
+
+def sparkline(values: Sequence[float]) -> str:
+    """One bar per value, scaled between the smallest and the largest."""
+    if not values:
+        return ""
+    low, high = min(values), max(values)
+    if high == low:
+        return BARS[0] * len(values)
+    return "".join(BARS[int((v - low) / (high - low) * (len(BARS) - 1))] for v in values)
+
+
+def series(records: Sequence[dict[str, Any]]) -> dict[tuple[str, str], list[dict[str, Any]]]:
+    """(machine id, benchmark) -> rows, oldest first."""
+    table: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for record in records:
+        commit = record["commit"]
+        label = (commit.get("sha") or "no git")[:8] + ("+" if commit.get("dirty") else "")
+        for name, bench in record["benchmarks"].items():
+            pct = bench["latency_ms"]["percentiles"]
+            table[(record.get("machine_id", "?"), name)].append({
+                "when": record["recorded_at"], "commit": label, "p50": pct["p50"]["value"],
+                "p99": pct["p99"], "n": bench["latency_ms"].get("n"), "outcome": bench["outcome"],
+            })  # fmt: skip
+    return dict(table)
+
+
+def render(records: Sequence[dict[str, Any]], last: int | None = None) -> str:
+    lines = []
+    for (machine, name), rows in sorted(series(records).items()):
+        rows = rows[-last:] if last else rows
+        lines.append(f"{name} on machine {machine}: {len(rows)} run(s)")
+        for r in rows:
+            p99 = r["p99"]
+            interval = f"[{_ms(p99.get('low'))}, {_ms(p99.get('high'))}]"
+            lines.append(
+                f"  {r['when']}  {r['commit']:<9}  P50 {_ms(r['p50'])} ms  "
+                f"P99 {_ms(p99['value'])} ms {interval}  n={r['n']}  {r['outcome']}"
+            )
+        lines.append(f"  P50 {sparkline([r['p50'] for r in rows])}")
+    return "\n".join(lines) + "\n" if lines else "no run records\n"
+
+
+def _ms(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1f}"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m perf.history", description=__doc__)
+    parser.add_argument("directory", type=Path, help="the --perf-history folder")
+    parser.add_argument("--last", type=int, default=None, help="the newest N runs of each")
+    args = parser.parse_args(argv)
+    if not args.directory.is_dir():
+        parser.error(f"{args.directory}: no such folder (write one with --perf-history DIR)")
+    try:
+        records = load_records(args.directory)
+    except HistoryError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(render(records, args.last), end="")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
