@@ -36,7 +36,6 @@ from perf.measure.cases import (
 )
 from perf.measure.providers import default_provider_names, provider_info
 from perf.measure.sampling import SamplingPolicy
-from perf.scenarios.offline import DEFAULT_BATCH_SIZES
 from perf.scenarios.server import SCENARIOS, parse_rates
 from perf.stats.outcome import UndecidedPolicy
 
@@ -77,7 +76,7 @@ class PerfOptions:
     peak: bool = False  # --perf-rate peak: search the highest rate meeting --perf-slo-ms
     slo_ms: float | None = None  # --perf-slo-ms: the P99 target of the peak search
     lengths: tuple[tuple[float, float], ...] = ()  # --perf-lengths: (seconds, weight) mix
-    batch_sizes: tuple[int, ...] = DEFAULT_BATCH_SIZES  # --perf-batch-sizes, offline scenario
+    batch_sizes: tuple[int, ...] = ()  # --perf-batch-sizes (offline; none: DEFAULT_BATCH_SIZES)
     history_dir: Path | None = None  # --perf-history: one immutable record of this run there
     tail_matrix: bool = False  # --perf-tail-matrix: each --perf-rate under 8 session settings
     workers: int = 1  # --perf-workers: threads sharing one session in the server scenario
@@ -323,6 +322,18 @@ def _fixed_value(text: str) -> object:
         return text
 
 
+def _ini_number(config: pytest.Config, name: str, kind: type[float] | type[int]) -> float:
+    """An ini setting that must be a number, or a ConfigError naming the setting and file."""
+    text = config.getini(name)
+    try:
+        return kind(text)
+    except (TypeError, ValueError):
+        where = config.inipath or "the ini file"
+        raise ConfigError(
+            f"{name} = {text!r} in {where}: a {'whole ' if kind is int else ''}number is needed"
+        ) from None
+
+
 def _batch_sizes(values: list[str]) -> tuple[int, ...]:
     sizes = []
     for item in split_list(values):
@@ -331,7 +342,7 @@ def _batch_sizes(values: list[str]) -> tuple[int, ...]:
                 f"--perf-batch-sizes {item!r}: clips per call, a whole number from 1, e.g. 1,4,8"
             )
         sizes.append(int(item))
-    return tuple(dict.fromkeys(sizes)) or DEFAULT_BATCH_SIZES
+    return tuple(dict.fromkeys(sizes))
 
 
 def _without_peak(values: list[str] | None) -> list[str]:
@@ -350,7 +361,7 @@ def _dims(items: list[str]) -> dict[str, int]:
 
 def _options(config: pytest.Config) -> PerfOptions:
     providers = [info.short for info in map(provider_info, default_provider_names())]
-    max_time = config.getoption("perf_max_time") or float(config.getini("perf_max_time"))
+    max_time = config.getoption("perf_max_time") or _ini_number(config, "perf_max_time", float)
     concurrency = config.getoption("perf_concurrency")
     policy = SamplingPolicy(
         confidence=config.getoption("perf_confidence"),
@@ -382,9 +393,9 @@ def _options(config: pytest.Config) -> PerfOptions:
         intra_op_threads=config.getoption("perf_threads"),
         spinning=not config.getoption("perf_no_spin"),
         policy=policy,
-        concurrency=int(
-            concurrency if concurrency is not None else config.getini("perf_concurrency")
-        ),
+        concurrency=concurrency
+        if concurrency is not None
+        else int(_ini_number(config, "perf_concurrency", int)),
         concurrency_seconds=config.getoption("perf_concurrency_time"),
         cache_dir=config.getoption("perf_cache"),
         gate=not config.getoption("perf_no_gate"),
@@ -512,7 +523,7 @@ def _check_scenario(options: PerfOptions) -> None:
             "--perf-scenario server needs --perf-rate REQ_PER_S (e.g. --perf-rate 2): the "
             "offered load in requests per second"
         )
-    if options.batch_sizes != DEFAULT_BATCH_SIZES and options.scenario != "offline":
+    if options.batch_sizes and options.scenario != "offline":
         raise ConfigError("--perf-batch-sizes applies to --perf-scenario offline; add that, or "
                           "drop it (one batch size: --perf-batch)")  # fmt: skip
     if options.tail_matrix and not options.rates:

@@ -26,7 +26,7 @@ from perf.measure.providers import (
 from perf.reports.report import ReportContent, skipped_from_report, write_report
 from perf.reports.summary import format_table, summary_table
 from perf.run import PerfRun
-from perf.scenarios.offline import OFFLINE_HEADERS, offline_rows
+from perf.scenarios.offline import DEFAULT_BATCH_SIZES, OFFLINE_HEADERS, offline_rows
 from perf.scenarios.server import SERVER_HEADERS, server_rows
 from perf.scenarios.tail_matrix import MATRIX_HEADERS, matrix_rows
 from perf.stats.compare import MIN_BASELINE_RUNS, format_comparison_table
@@ -121,7 +121,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         cases = [dataclasses.replace(c, duration_s=options.lengths[0][0], mix=options.lengths)
                  for c in first]  # fmt: skip
     if name == "offline_case":
-        batched = [dataclasses.replace(c, batch=b) for c in cases for b in options.batch_sizes]
+        sizes = options.batch_sizes or DEFAULT_BATCH_SIZES
+        batched = [dataclasses.replace(c, batch=b) for c in cases for b in sizes]
         metafunc.parametrize("offline_case", batched, ids=[c.id for c in batched])
     elif name == "perf_case":
         metafunc.parametrize("perf_case", cases, ids=[c.id for c in cases])

@@ -400,3 +400,22 @@ def test_budget_files_are_read_or_refused_in_one_line(tmp_path: Path, data: byte
     _one_line_or_accepted(lambda: load_rules(path), (BudgetConfigError,))
 
     assert path.read_bytes() == data
+
+
+@pytest.mark.parametrize(
+    ("ini", "expected"),
+    [('perf_max_time = "fast"', "perf_max_time = 'fast' in "),
+     ('perf_concurrency = "two"', "perf_concurrency = 'two' in ")],
+)  # fmt: skip
+def test_an_ini_setting_that_is_not_a_number_names_the_setting_and_file(
+    suite: Suite, ini: str, expected: str
+) -> None:
+    suite.pyproject.write_text(f'[tool.pytest.ini_options]\naddopts = ""\n{ini}\n')
+
+    # Without the suite's quick options, which set both on the command line.
+    result = suite.pytester.runpytest("--collect-only", "--perf-variants=tiny/fp32")
+
+    assert result.ret == pytest.ExitCode.USAGE_ERROR, output(result)
+    text = output(result)
+    assert expected in text and "pyproject.toml: a " in text and "number is needed" in text
+    assert "Traceback" not in text

@@ -139,6 +139,7 @@ def test_a_length_mix_has_one_case_per_model_and_a_row_per_length(
         (["--perf-lengths=1s:2"], "--perf-lengths applies to --perf-scenario server"),
         (["--perf-tail-matrix"], "--perf-tail-matrix needs --perf-scenario server --perf-rate"),
         (["--perf-batch-sizes=4"], "--perf-batch-sizes applies to --perf-scenario offline"),
+        (["--perf-batch-sizes=1,2,4,8"], "--perf-batch-sizes applies to --perf-scenario offline"),
         (["--perf-scenario=offline", "--perf-batch-sizes=0"], "--perf-batch-sizes '0'"),
         (["--perf-scenario=server", "--perf-rate=2", "--perf-lengths=1s:x"], "the weight after"),
         (["--perf-scenario=server", "--perf-rate=2", "--perf-lengths=0s"], "--perf-lengths '0s'"),
