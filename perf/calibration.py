@@ -46,13 +46,16 @@ from perf.measure.fingerprint import cpu_info, normalise_isa_flags
 from perf.stats.compare import RunSummary, compare_runs
 from perf.stats.outcome import Outcome
 
-CONFIG_KEYS = ("mode", "variant", "duration", "max_time", "baseline_runs", "slower_tree")
+CONFIG_KEYS = ("mode", "variant", "duration", "max_time", "baseline_runs", "slower_tree", "rate")
 MAX_ATTEMPTS = 3  # per planned run, when other processes' load spoils it
 
 
 def pytest_command(args: argparse.Namespace, json_path: Path) -> list[str]:
+    """The run's pytest command: single-stream, or the server scenario at ``--rate``."""
+    test = "test_server" if args.rate else "test_latency"
+    server = ["--perf-scenario", "server", "--perf-rate", f"{args.rate:g}"] if args.rate else []
     return [
-        sys.executable, "-m", "pytest", "perf/test_latency.py::test_latency",
+        sys.executable, "-m", "pytest", f"perf/test_latency.py::{test}", *server,
         "-p", "no:cacheprovider", "-q",
         "--perf-variants", args.variant, "--perf-providers", "cpu",
         "--perf-durations", args.duration, "--perf-concurrency", "0",
@@ -113,7 +116,8 @@ def run_once(args: argparse.Namespace, kind: str, index: int) -> dict[str, Any]:
 
 
 def _judged(extra: dict[str, Any], kind: str, mode: str) -> dict[str, Any]:
-    contention = (extra.get("perf") or {}).get("sampling", {}).get("contention", {})
+    sampled = (extra.get("perf") or {}).get("sampling", {}).get("contention")
+    contention = sampled or (extra.get("server") or {}).get("contention") or {}
     busy = {
         "other_cores_busy": contention.get("other_cores_busy"),
         "peak_other_cores_busy": contention.get("peak_other_cores_busy"),
@@ -165,8 +169,9 @@ def summarise(all_rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
     rows = [r for r in all_rows if not r.get("redone")]
     redone = len(all_rows) - len(rows)
     gate = "`--benchmark-compare`" if args.mode == "baseline" else "`--perf-against HEAD`"
+    scenario = f", server scenario at {args.rate:g} req/s" if args.rate else ""
     lines = [
-        f"{gate}, `{args.variant}`, {args.duration} of audio, CPU, `--perf-max-time "
+        f"{gate}, `{args.variant}`{scenario}, {args.duration} of audio, CPU, `--perf-max-time "
         f"{args.max_time:g}`; A/B from a tree with a slower model ({args.slower_tree.name}).",
         f"Machine: {args.machine}. Commits: "
         + ", ".join(sorted({r["commit"] for r in rows if r["kind"] != "save"})),
@@ -223,7 +228,8 @@ def _resume(args: argparse.Namespace) -> list[dict[str, Any]]:
     config = {key: str(getattr(args, key)) for key in CONFIG_KEYS}
     config_path = args.out / "config.json"
     if config_path.exists():
-        stored = json.loads(config_path.read_text())
+        # Keys added later were absent (None) in earlier series
+        stored = {key: "None" for key in CONFIG_KEYS} | json.loads(config_path.read_text())
         if stored != config:
             raise SystemExit(
                 f"{args.out} holds a calibration with other settings ({stored}); "
@@ -252,6 +258,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--runs", type=int, default=20, help="A/A runs and A/B runs, each")
     parser.add_argument("--baseline-runs", type=int, default=5, help="--mode baseline: stored")
     parser.add_argument("--max-time", type=float, default=120.0, help="--perf-max-time per run")
+    parser.add_argument(
+        "--rate", type=float, default=None, help="req/s: the server scenario at this rate"
+    )
     parser.add_argument("--slower-tree", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--cache", type=Path, default=Path("models"), help="model cache")

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from perf.baselines.history import benchmark_entry, build_record, git_state, write_record
+from perf.baselines.regression import StoredRow
 from perf.baselines.store import BaselineError, load_baseline
 from perf.budgets.rules import BudgetConfigError, load_rules
 from perf.config import ConfigError, add_options, one_line, read_options
@@ -222,11 +223,13 @@ def _save_baseline(session: pytest.Session, exitstatus: int) -> None:
         return
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     write = reporter.write_line if reporter else print
-    if exitstatus != 0 or session.testsfailed or session.shouldstop or not run.results:
+    rows = [StoredRow.of(r) for r in run.results]
+    rows += [r.stored_row() for r in run.traffic.server_results]
+    if exitstatus != 0 or session.testsfailed or session.shouldstop or not rows:
         write(f"baseline NOT saved: the run did not complete and pass (exit status {exitstatus})")
         return
     try:
-        path, left_out = run.baselines.save(run.results)
+        path, left_out = run.baselines.save(rows)
     except BaselineError as error:
         write(f"baseline NOT saved: {error}")
         session.exitstatus = pytest.ExitCode.INTERNAL_ERROR
@@ -237,14 +240,14 @@ def _save_baseline(session: pytest.Session, exitstatus: int) -> None:
         write("baseline NOT saved: every run was contended")
         return
     saved = load_baseline(path)
-    stored = [r for r in run.results if saved and r.case.id in saved.benchmarks]
-    write(f"baseline saved for {len(run.results) - len(left_out)} benchmark(s): {path}")
-    for result in stored:
+    stored = [r for r in rows if saved and r.bench in saved.benchmarks]
+    write(f"baseline saved for {len(rows) - len(left_out)} benchmark(s): {path}")
+    for row in stored:
         assert saved is not None
-        runs = len(saved.entry(result.case.id).runs)
+        runs = len(saved.entry(row.bench).runs)
         if runs < MIN_BASELINE_RUNS:
             write(
-                f"{result.case.id}: the baseline now holds {runs} run(s) of it; comparisons need "
+                f"{row.bench}: the baseline now holds {runs} run(s) of it; comparisons need "
                 f"{MIN_BASELINE_RUNS} (they say undecided until then): run again with "
                 "--perf-save-baseline, preferably minutes apart"
             )

@@ -6,11 +6,13 @@ The pytest plugin creates one ``PerfRun``; the test functions call ``measure*`` 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import warnings
 
 from export.cache import ModelCache
 from perf.baselines.gate import BaselineGate
+from perf.baselines.regression import StoredRow
 from perf.budgets.rules import BudgetRule, budget_for
 from perf.config import PerfOptions
 from perf.measure.cases import PerfCase, case_inputs
@@ -19,8 +21,8 @@ from perf.measure.fingerprint import machine_and_software
 from perf.measure.models import Models
 from perf.measure.numerics import CheckedModels, NumericsChecker
 from perf.measure.providers import provider_options, resolve_provider
-from perf.measure.sampling import SamplingPolicy
-from perf.measure.sessions import SessionSettings, check_available, open_session
+from perf.measure.sampling import SamplingPolicy, timed
+from perf.measure.sessions import SessionSettings, check_available
 from perf.measurement import (
     ConcurrencyResult,
     LatencyResult,
@@ -33,7 +35,7 @@ from perf.scenarios.against import AgainstGate, against_gate
 from perf.scenarios.open_loop import Workload
 from perf.scenarios.stored import side_by_side_with_stored
 from perf.scenarios.tail_matrix import TailSetting
-from perf.scenarios.traffic import TrafficRun, workload_for
+from perf.scenarios.traffic import TrafficRun, open_workload
 
 log = logging.getLogger("perf")
 
@@ -131,9 +133,20 @@ class PerfRun:
         settings = dataclasses.replace(self.settings(case.provider), spinning=False)
         return self.against.check(case, settings)
 
-    def _stored_side_by_side(self, case: PerfCase, stored_key: str) -> ABOutcome | None:
+    def compare_server_against(self, case: PerfCase, rate_rps: float) -> ABOutcome:
+        """The server scenario at ``rate_rps`` as an A/B with REF (perf.scenarios.server_ab)."""
+        assert self.against is not None
+        check_available(resolve_provider(case.provider))
         settings = dataclasses.replace(self.settings(case.provider), spinning=False)
-        return side_by_side_with_stored(case, stored_key, self.models, settings, self.options)
+        return self.against.check_server(case, rate_rps, self.options.workers, settings)
+
+    def _stored_side_by_side(self, row: StoredRow, stored_key: str) -> ABOutcome | None:
+        settings = dataclasses.replace(self.settings(row.case.provider), spinning=False)
+        workers = self.options.workers if row.rate_rps is not None else None
+        return side_by_side_with_stored(
+            row.case, stored_key, self.models, settings, self.options,
+            rate_rps=row.rate_rps, workers=workers,
+        )  # fmt: skip
 
     def _warn_if_contended(self, result: LatencyResult) -> None:
         warning = result.samples.contention.warning()
@@ -141,6 +154,8 @@ class PerfRun:
             warnings.warn(f"{result.case.id}: {warning}", stacklevel=2)
 
     def _open_workload(self, case: PerfCase, tail: TailSetting | None) -> Workload:
+        """The case's workload for a traffic scenario; --perf-inject-delay slows every call
+        of it, as it slows single-stream calls (a check of the suite's own detection)."""
         check_available(resolve_provider(case.provider))
         settings = self.settings(case.provider)
         if tail is not None:
@@ -148,10 +163,16 @@ class PerfRun:
                 settings, intra_op_threads=tail.threads, spinning=tail.spinning
             )
         model, _ = self.models.resolve(case, settings)
-        session = open_session(model.path, settings)
-        return workload_for(
-            case, session.run, model.path, self.options.dims, self.options.fixed_inputs
-        )
+        dims, fixed = self.options.dims, self.options.fixed_inputs
+        workload = open_workload(
+            model.path, case, settings,
+            lambda length: case_inputs(model.path, length, dims, fixed), model.key,
+        )  # fmt: skip
+        delay_ms = self.options.policy.inject_delay_ms
+        if not delay_ms:
+            return workload
+        slowed = tuple(functools.partial(timed, call, delay_ms) for call in workload.calls)
+        return dataclasses.replace(workload, calls=slowed)
 
     def measure_torch(self, case: PerfCase) -> LatencyResult:
         """The torch eager reference row: what ONNX Runtime bought, on the same CPU threads."""

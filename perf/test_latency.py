@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
+from perf.baselines.regression import StoredRow
 from perf.budgets.rules import budget_for
 from perf.measure.cases import PerfCase
 from perf.measure.numerics import NumericsRefused
@@ -16,6 +17,7 @@ from perf.measure.sessions import ModelLoadError, ProviderSkip
 from perf.measurement import LatencyResult
 from perf.plugin import record_samples
 from perf.run import PerfRun
+from perf.scenarios.ab import ABOutcome
 from perf.stats.outcome import Outcome, UndecidedPolicy
 
 
@@ -63,25 +65,25 @@ def settle(outcome: Outcome, message: str, policy: UndecidedPolicy) -> str | Non
     return None
 
 
+def _vs_stored(row: StoredRow | LatencyResult, run: PerfRun, benchmark: Any) -> str | None:
+    """--benchmark-compare: the row judged on its stored runs; the failure message, if any."""
+    check = run.baselines.check(row)
+    benchmark.extra_info["baseline"] = check.to_dict()
+    title = "regressed against its baseline" if check.regressed else "vs its baseline"
+    name = StoredRow.of(row).bench
+    return settle(check.outcome, f"{name} {title}\n{check.message}", run.options.undecided)
+
+
 def test_latency(perf_case: PerfCase, perf_run: PerfRun, request: pytest.FixtureRequest) -> None:
     if perf_run.against is not None:
-        _against(perf_case, perf_run, request)
+        _against(lambda: perf_run.compare_against(perf_case), perf_run, request)
         return
     with unavailable_or_refused(perf_run.options.debug):
         result = perf_run.measure(perf_case)
     benchmark = _record_result(request, result)
     failures = []
     if perf_run.options.compare:
-        check = perf_run.baselines.check(result)
-        benchmark.extra_info["baseline"] = check.to_dict()
-        title = "regressed against its baseline" if check.regressed else "vs its baseline"
-        failures.append(
-            settle(
-                check.outcome,
-                f"{perf_case.id} {title}\n{check.message}",
-                perf_run.options.undecided,
-            )
-        )
+        failures.append(_vs_stored(result, perf_run, benchmark))
     if result.verdict is Outcome.FAIL:
         message = f"{perf_case.id} breaks its latency budget\n{result.failure_message()}"
         if perf_run.options.gate:
@@ -93,15 +95,18 @@ def test_latency(perf_case: PerfCase, perf_run: PerfRun, request: pytest.Fixture
         pytest.fail("\n\n".join(failed), pytrace=False)
 
 
-def _against(case: PerfCase, run: PerfRun, request: pytest.FixtureRequest) -> None:
+def _against(
+    compare: Callable[[], ABOutcome], run: PerfRun, request: pytest.FixtureRequest
+) -> None:
     """--perf-against REF: the paired A/B verdict decides, as --benchmark-compare would."""
     with unavailable_or_refused(run.options.debug):
-        outcome = run.compare_against(case)
+        outcome = compare()
     if outcome.measured is not None:  # the working tree's samples, for pytest-benchmark's JSON
         samples = outcome.measured.b_samples_ms
         _record(request, samples, {"against": outcome.to_dict(), "samples_ms": list(samples)})
     title = f"is slower than at {outcome.ref}" if outcome.regressed else f"vs {outcome.ref}"
-    failure = settle(outcome.outcome, f"{case.id} {title}\n{outcome.reason}", run.options.undecided)
+    message = f"{outcome.case_id} {title}\n{outcome.reason}"
+    failure = settle(outcome.outcome, message, run.options.undecided)
     if failure:
         pytest.fail(failure, pytrace=False)
 
@@ -117,17 +122,28 @@ def test_torch_eager_reference(
 def test_server(
     server_case: tuple[PerfCase, float], perf_run: PerfRun, request: pytest.FixtureRequest
 ) -> None:
-    """--perf-scenario server: Poisson arrivals at each --perf-rate; latency from schedule."""
+    """--perf-scenario server: Poisson arrivals at each --perf-rate; latency from schedule.
+    With --perf-against or --benchmark-compare, judged like single-stream rows: A/B in
+    interleaved rounds (perf.scenarios.server_ab), or on the stored runs."""
     case, rate = server_case
+    if perf_run.against is not None:
+        _against(lambda: perf_run.compare_server_against(case, rate), perf_run, request)
+        return
     with unavailable_or_refused(perf_run.options.debug):
         result = perf_run.traffic.measure_server(case, rate, budget_for(case, perf_run.rules))
     latencies = result.run.values("latency_ms")
-    _record(request, latencies, {"server": result.to_dict(), "samples_ms": latencies})
+    benchmark = _record(request, latencies, {"server": result.to_dict(), "samples_ms": latencies})
     for flag in result.flags:
         warnings.warn(f"{case.id} at {rate:g} req/s: {flag}", stacklevel=1)
+    failures = []
+    if perf_run.options.compare:
+        failures.append(_vs_stored(result.stored_row(), perf_run, benchmark))
     if result.verdict.fails:
         reasons = "; ".join(d.reason for d in result.decisions if d.verdict.fails)
-        pytest.fail(f"{case.id} at {rate:g} req/s broke its budget: {reasons}", pytrace=False)
+        failures.append(f"{case.id} at {rate:g} req/s broke its budget: {reasons}")
+    failed = [f for f in failures if f]
+    if failed:
+        pytest.fail("\n\n".join(failed), pytrace=False)
 
 
 def test_peak_rate(peak_case: PerfCase, perf_run: PerfRun) -> None:

@@ -29,6 +29,7 @@ def _args(tmp_path: Path, runs: int = 2) -> argparse.Namespace:
         variant="cnn/fp32",
         duration="3s",
         max_time=20.0,
+        rate=None,
         baseline_runs=1,
         slower_tree=tmp_path / "slower",
         out=tmp_path / "out",
@@ -208,3 +209,22 @@ def test_a_run_with_one_busy_segment_is_contended_like_the_suite_says() -> None:
     assert calibration.contended({"other_cores_busy": 0.07, "peak_other_cores_busy": 0.6})
     assert not calibration.contended({"other_cores_busy": 0.07, "peak_other_cores_busy": 0.1})
     assert calibration.contended({"other_cores_busy": 0.3})
+
+
+def test_a_server_series_runs_the_server_test_at_its_rate(tmp_path: Path) -> None:
+    args = _args(tmp_path)
+    args.rate = 20.0
+    command = calibration.pytest_command(args, tmp_path / "run.json")
+    assert "perf/test_latency.py::test_server" in command
+    assert command[command.index("--perf-rate") + 1] == "20"
+    assert calibration.summarise([], args).startswith(
+        "`--benchmark-compare`, `cnn/fp32`, server scenario at 20 req/s,"
+    )
+
+
+def test_a_series_begun_before_the_rate_option_resumes(tmp_path: Path) -> None:
+    args = _args(tmp_path)
+    args.out.mkdir(parents=True)
+    old = {key: str(getattr(args, key)) for key in calibration.CONFIG_KEYS if key != "rate"}
+    (args.out / "config.json").write_text(json.dumps(old))
+    assert calibration._resume(args) == []

@@ -29,6 +29,7 @@ import pytest
 from perf.baselines.gate import BaselineGate
 from perf.baselines.regression import (
     BaselineCheck,
+    StoredRow,
     baseline_entry,
     check_against_baseline,
 )
@@ -580,8 +581,8 @@ def _gate_with(tmp_path: Path, remeasure: Any) -> BaselineGate:
 def test_a_changed_model_is_measured_side_by_side_with_the_stored_one(tmp_path: Path) -> None:
     asked: list[tuple[str, str]] = []
 
-    def remeasure(case: PerfCase, key: str) -> FakeSideBySide:
-        asked.append((case.id, key))
+    def remeasure(row: StoredRow, key: str) -> FakeSideBySide:
+        asked.append((row.bench, key))
         return FakeSideBySide(Outcome.SLOWER)
 
     gate = _gate_with(tmp_path, remeasure)
@@ -600,7 +601,7 @@ def test_a_changed_model_is_measured_side_by_side_with_the_stored_one(tmp_path: 
 def test_the_same_model_or_an_uncached_one_is_judged_by_the_stored_runs(tmp_path: Path) -> None:
     asked: list[str] = []
 
-    def not_cached(case: PerfCase, key: str) -> None:
+    def not_cached(row: StoredRow, key: str) -> None:
         asked.append(key)
 
     gate = _gate_with(tmp_path, not_cached)

@@ -7,9 +7,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from perf.baselines.regression import BaselineCheck, baseline_entry, check_against_baseline
+from perf.baselines.regression import (
+    BaselineCheck,
+    StoredRow,
+    baseline_entry,
+    check_against_baseline,
+)
 from perf.baselines.store import BaselineFile, find_baseline, save_baselines
-from perf.measure.cases import PerfCase
 from perf.measure.fingerprint import machine_and_software
 from perf.measurement import LatencyResult
 from perf.stats.outcome import Outcome
@@ -25,9 +29,9 @@ class SideBySide(Protocol):
     def to_dict(self) -> dict[str, Any]: ...
 
 
-# Measures the case's model stored under a cache key interleaved with this run's model; None
-# when that model is no longer in the cache.
-Remeasure = Callable[[PerfCase, str], SideBySide | None]
+# Measures the row's model stored under a cache key interleaved with this run's model (in the
+# row's scenario); None when that model is no longer in the cache.
+Remeasure = Callable[[StoredRow, str], SideBySide | None]
 
 
 class BaselineGate:
@@ -53,46 +57,49 @@ class BaselineGate:
         both = machine_and_software()
         return both["machine"], both["software"]
 
-    def check(self, result: LatencyResult) -> BaselineCheck:
+    def check(self, result: LatencyResult | StoredRow) -> BaselineCheck:
+        """A single-stream result, or a traffic scenario's row, judged on its stored runs."""
+        row = StoredRow.of(result)
         verdict = check_against_baseline(
-            result,
+            row,
             self.baseline,
             *self.fingerprint,
             force=self.force,
             where=str(self.directory),
         )
-        verdict = self._side_by_side(result, verdict)
-        self.checks[result.case.id] = verdict
+        verdict = self._side_by_side(row, verdict)
+        self.checks[row.bench] = verdict
         return verdict
 
-    def _side_by_side(self, result: LatencyResult, stored: BaselineCheck) -> BaselineCheck:
+    def _side_by_side(self, row: StoredRow, stored: BaselineCheck) -> BaselineCheck:
         if self.remeasure is None or self.baseline is None or stored.comparison is None:
             return stored  # no comparable stored runs: nothing says which model to measure
-        key = self.baseline.entry(result.case.id).model_key
-        if key is None or key == result.model_key:
+        key = self.baseline.entry(row.bench).model_key
+        if key is None or key == row.model_key:
             return stored  # the same artifact: the stored runs judge what else changed
-        measured = self.remeasure(result.case, key)
+        measured = self.remeasure(row, key)
         if measured is None:
             return stored
         return BaselineCheck(
             measured.outcome,
-            f"{result.case.id} vs its stored model ({key[:16]}), measured side by side: "
+            f"{row.bench} vs its stored model ({key[:16]}), measured side by side: "
             f"{measured.line()}\n(against the stored runs alone: {stored.outcome})",
             stored.comparison,
             interleaved=measured.to_dict(),
         )
 
-    def save(self, results: Sequence[LatencyResult]) -> tuple[Path | None, list[str]]:
+    def save(self, results: Sequence[LatencyResult | StoredRow]) -> tuple[Path | None, list[str]]:
         """Store the quiet runs; returns the file (None if nothing was stored) and a line for
         each contended run left out: a baseline run taken under load would widen every later
         comparison's spread, or shift it."""
-        quiet = [r for r in results if not r.samples.contention.contaminated()]
+        rows = [StoredRow.of(r) for r in results]
+        quiet = [r for r in rows if not r.samples.contention.contaminated()]
         left_out = [
-            f"{r.case.id}: not stored: {r.samples.contention.warning()}"
-            for r in results
+            f"{r.bench}: not stored: {r.samples.contention.warning()}"
+            for r in rows
             if r not in quiet
         ]
         if not quiet:
             return None, left_out
-        entries = {r.case.id: baseline_entry(r) for r in quiet}
+        entries = {r.bench: baseline_entry(r) for r in quiet}
         return save_baselines(self.directory, *self.fingerprint, entries), left_out

@@ -48,13 +48,33 @@ def baseline_settings(case: PerfCase, settings: Mapping[str, Any]) -> dict[str, 
     }
 
 
-def baseline_entry(result: LatencyResult) -> BaselineEntry:
+@dataclasses.dataclass(frozen=True)
+class StoredRow:
+    """A measured benchmark as the baseline store sees it: a single-stream result, or a traffic
+    scenario's row (``bench`` then names the rate, ``settings`` the scenario's)."""
+
+    bench: str
+    case: PerfCase
+    settings: Mapping[str, Any]  # what the run used; baseline_settings adds the case's
+    samples: Samples
+    model_key: str | None
+    rate_rps: float | None = None  # a server row's offered rate
+
+    @classmethod
+    def of(cls, result: LatencyResult | StoredRow) -> StoredRow:
+        if isinstance(result, StoredRow):
+            return result
+        return cls(result.case.id, result.case, result.settings, result.samples, result.model_key)
+
+
+def baseline_entry(result: LatencyResult | StoredRow) -> BaselineEntry:
+    row = StoredRow.of(result)
     return BaselineEntry.from_samples(
-        baseline_settings(result.case, result.settings),
-        result.samples.samples_ms,
-        model_key=result.model_key,
-        segments=result.samples.segments,
-        seconds=result.samples.sampling_seconds,
+        baseline_settings(row.case, row.settings),
+        row.samples.samples_ms,
+        model_key=row.model_key,
+        segments=row.samples.segments,
+        seconds=row.samples.sampling_seconds,
     )
 
 
@@ -123,9 +143,11 @@ def stored_runs(
     software: Mapping[str, Any],
     force: bool = False,
     where: str = "baselines/",
+    bench: str | None = None,
 ) -> StoredRuns | BaselineCheck:
-    """What ``case`` is compared with, or the check that says why it is not compared."""
-    bench = case.id
+    """What ``case`` (stored as ``bench``, by default its id) is compared with, or the check
+    that says why it is not compared."""
+    bench = bench or case.id
     if baseline is None or bench not in baseline.benchmarks:
         return BaselineCheck(
             Outcome.NOT_COMPARED,
@@ -154,19 +176,22 @@ def stored_runs(
 
 
 def check_against_baseline(
-    result: LatencyResult,
+    result: LatencyResult | StoredRow,
     baseline: BaselineFile | None,
     machine: Mapping[str, Any],
     software: Mapping[str, Any],
     force: bool = False,
     where: str = "baselines/",
 ) -> BaselineCheck:
-    """Compare a measured result with its stored run."""
-    stored = stored_runs(baseline, result.case, result.settings, machine, software, force, where)
+    """Compare a measured result with its stored runs."""
+    row = StoredRow.of(result)
+    stored = stored_runs(
+        baseline, row.case, row.settings, machine, software, force, where, bench=row.bench
+    )
     if isinstance(stored, BaselineCheck):
         return stored
     assert baseline is not None
-    changed = model_changed(baseline, stored.bench, result.model_key)
+    changed = model_changed(baseline, stored.bench, row.model_key)
     stored_key = baseline.entry(stored.bench).model_key
-    same = result.model_key is not None and stored_key == result.model_key
-    return stored.judge(result.samples, changed, baseline.path, same_artifact=same)
+    same = row.model_key is not None and stored_key == row.model_key
+    return stored.judge(row.samples, changed, baseline.path, same_artifact=same)

@@ -76,6 +76,11 @@ SETTING_FIELDS = (
     "duration_s",
     "batch",
     "measuring_code",  # perf/measure/sampling.py: runs timed by other code are not alike
+    # Traffic scenarios' rows (absent, so equal, for single-stream ones)
+    "scenario",
+    "workers",
+    "mix",
+    "scenario_code",  # the open-loop scheduler's code, as measuring_code
 )
 FIX_HINT = "fix the file, or delete it and re-record with pytest perf/ --perf-save-baseline"
 LOCK_TIMEOUT_S = 60.0

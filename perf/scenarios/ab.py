@@ -13,11 +13,11 @@ import dataclasses
 import random
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
-from perf.measure.contention import Contention
+from perf.measure.contention import Contention, ContentionMonitor
 from perf.stats.outcome import Outcome
 from perf.stats.paired import PairedComparison, Round, compare_rounds, needs_more, tail_ratios
 
@@ -63,48 +63,78 @@ def _timed_block(call: Call, calls: int, clock: Callable[[], int]) -> tuple[floa
     return tuple(times)
 
 
-def _block_calls(call_a: Call, call_b: Call, policy: ABPolicy, clock: Callable[[], int]) -> int:
-    """Calls per block: about ``block_seconds`` of the slower model, from the warm-up."""
-    warm = _timed_block(call_a, policy.warmup_calls, clock) + _timed_block(
-        call_b, policy.warmup_calls, clock
-    )
-    typical_s = float(np.median(warm)) / 1e3
-    fitting = int(policy.block_seconds / typical_s) if typical_s > 0 else policy.max_block_calls
-    return max(2, min(policy.max_block_calls, fitting))
+class CallBlocks:
+    """What a round measures of each side by default: a block of back-to-back calls (ms),
+    about ``block_seconds`` long. The sides are the Calls their openers return."""
+
+    def __init__(self, policy: ABPolicy, clock: Callable[[], int] = time.perf_counter_ns) -> None:
+        self.policy = policy
+        self.clock = clock
+        self.block_calls = 0
+
+    def warm(self, sides: Mapping[str, Call], order: list[str]) -> None:
+        """After each segment's sessions are made; the first time, sizes the blocks."""
+        for _ in range(self.policy.segment_warmup_calls):
+            for side in order:
+                sides[side]()
+        if not self.block_calls:
+            self.block_calls = self._block_calls(sides["a"], sides["b"])
+
+    def measure(self, side: Call, round_index: int) -> tuple[float, ...]:
+        return _timed_block(side, self.block_calls, self.clock)
+
+    def _block_calls(self, call_a: Call, call_b: Call) -> int:
+        """Calls per block: about ``block_seconds`` of the slower model, from the warm-up."""
+        policy, clock = self.policy, self.clock
+        warm = _timed_block(call_a, policy.warmup_calls, clock) + _timed_block(
+            call_b, policy.warmup_calls, clock
+        )
+        typical_s = float(np.median(warm)) / 1e3
+        fitting = int(policy.block_seconds / typical_s) if typical_s > 0 else policy.max_block_calls
+        return max(2, min(policy.max_block_calls, fitting))
+
+
+class Blocks(Protocol):
+    """What a round measures of each side (``CallBlocks``, or a server scenario's requests)."""
+
+    block_calls: int
+
+    def warm(self, sides: Mapping[str, Any], order: list[str]) -> None: ...
+
+    def measure(self, side: Any, round_index: int) -> tuple[float, ...]: ...
 
 
 def interleave(
-    open_a: OpenCall,
-    open_b: OpenCall,
+    open_a: Callable[[], Any],
+    open_b: Callable[[], Any],
     policy: ABPolicy,
     progress: Callable[[str], None] | None = None,
     clock: Callable[[], int] = time.perf_counter_ns,
+    blocks: Blocks | None = None,
 ) -> Interleaved:
-    """Measure A and B in alternating blocks until the paired verdict is decided or time is up."""
+    """Measure A and B in alternating blocks until the paired verdict is decided or time is up.
+    ``open_a``/``open_b`` make a side (fresh sessions) each segment; ``blocks`` says what a
+    round measures of a side (by default ``CallBlocks``: timed calls)."""
+    blocks = blocks or CallBlocks(policy, clock)
     rng = random.Random(policy.seed)
     started = clock()
     rounds: list[Round] = []
-    block_calls = 0
     segment = 0
     openers = {"a": open_a, "b": open_b}
-    calls: dict[str, Call] = {}
+    sides: dict[str, Any] = {}
     while True:
-        calls.clear()  # the previous segment's sessions go before new ones are made
+        sides.clear()  # the previous segment's sessions go before new ones are made
         # Which session is made and warmed first is random too: neither side gets the fresher
         # memory, and first calls (arena growth) stay outside the samples.
         order = ["a", "b"]
         rng.shuffle(order)
-        calls.update({side: openers[side]() for side in order})
-        for _ in range(policy.segment_warmup_calls):
-            for side in order:
-                calls[side]()
-        if not block_calls:
-            block_calls = _block_calls(calls["a"], calls["b"], policy, clock)
+        sides.update({side: openers[side]() for side in order})
+        blocks.warm(sides, order)
         for _ in range(policy.rounds_per_segment):
             order = ["a", "b"]
             rng.shuffle(order)
-            blocks = {side: _timed_block(calls[side], block_calls, clock) for side in order}
-            rounds.append(Round(segment, blocks["a"], blocks["b"]))
+            measured = {side: blocks.measure(sides[side], len(rounds)) for side in order}
+            rounds.append(Round(segment, measured["a"], measured["b"]))
         segment += 1
         comparison = compare_rounds(
             rounds, confidence=policy.confidence, min_effect=policy.min_effect, seed=policy.seed
@@ -121,7 +151,7 @@ def interleave(
     return Interleaved(
         rounds=tuple(rounds),
         comparison=comparison,
-        block_calls=block_calls,
+        block_calls=blocks.block_calls,
         seconds=(clock() - started) / 1e9,
         tails=tail_ratios(rounds, confidence=policy.confidence, seed=policy.seed),
     )
@@ -172,3 +202,28 @@ class ABOutcome:
                 "seconds": self.measured.seconds,
             }
         return data
+
+
+def measure_sides(
+    case_id: str,
+    label: str,
+    open_a: Callable[[], Any],
+    open_b: Callable[[], Any],
+    settings: Mapping[str, Any],
+    policy: ABPolicy,
+    progress: Callable[[str], None] | None = None,
+    blocks: Blocks | None = None,
+) -> ABOutcome:
+    """A (``label``: REF, or a stored model) and B (the working tree's) measured interleaved,
+    with other processes' CPU use recorded over the rounds."""
+    with ContentionMonitor() as monitor:
+        measured = interleave(open_a, open_b, policy, progress=progress, blocks=blocks)
+    return ABOutcome(
+        case_id,
+        label,
+        measured.comparison.verdict,
+        measured.comparison.reason,
+        measured=measured,
+        settings=settings,
+        contention=monitor.result,
+    )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -17,14 +18,18 @@ import numpy as np
 from export.recipes import parse_variant_name
 from perf.baselines.git_ref import GitRefError, RefModels, RefTree
 from perf.measure.cases import PerfCase, case_inputs
-from perf.measure.contention import ContentionMonitor
 from perf.measure.models import ResolvedModel
 from perf.measure.numerics import NumericsRefused
 from perf.measure.sessions import SessionSettings, open_session
-from perf.scenarios.ab import ABOutcome, ABPolicy, Call, interleave
+from perf.scenarios.ab import ABOutcome, ABPolicy, Call, measure_sides
+from perf.scenarios.open_loop import Workload
+from perf.scenarios.server_ab import measure_server_pair
+from perf.scenarios.traffic import open_workload
 from perf.stats.outcome import Outcome
 
 ResolveHead = Callable[[PerfCase, SessionSettings], ResolvedModel]
+# Measures REF's model file against the working tree's model, in one scenario
+MeasurePair = Callable[[Path, ResolvedModel], ABOutcome]
 InputsFor = Callable[[Path, PerfCase], Mapping[str, np.ndarray]]
 CheckModel = Callable[[PerfCase, ResolvedModel, SessionSettings], object]
 
@@ -45,23 +50,15 @@ def measure_pair(
     policy: ABPolicy,
     progress: Callable[[str], None] | None = None,
 ) -> ABOutcome:
-    """A (``label``: REF, or a stored model) and B (the working tree's) measured interleaved,
-    with other processes' CPU use recorded over the rounds."""
-    with ContentionMonitor() as monitor:
-        measured = interleave(
-            lambda: _opener(a_path, settings, inputs),
-            lambda: _opener(b_path, settings, inputs),
-            policy,
-            progress=progress,
-        )
-    return ABOutcome(
+    """A's and B's model files timed call by call, interleaved (``measure_sides``)."""
+    return measure_sides(
         case_id,
         label,
-        measured.comparison.verdict,
-        measured.comparison.reason,
-        measured=measured,
-        settings=settings.to_dict(),
-        contention=monitor.result,
+        lambda: _opener(a_path, settings, inputs),
+        lambda: _opener(b_path, settings, inputs),
+        settings.to_dict(),
+        policy,
+        progress,
     )
 
 
@@ -121,59 +118,92 @@ class AgainstGate:
         return self.ref_models.tree.label
 
     def check(self, case: PerfCase, settings: SessionSettings) -> ABOutcome:
-        outcome = self._check(case, settings)
+        """The case's single-stream latency at REF and here, timed call by call."""
+
+        def calls(ref_path: Path, head: ResolvedModel) -> ABOutcome:
+            inputs = self.inputs_for(head.path, case)
+            return measure_pair(case.id, self.ref, ref_path, head.path, settings, inputs,
+                                self.policy, self.progress)  # fmt: skip
+
+        return self._remember(self._check(case, case.id, settings, calls))
+
+    def check_server(
+        self, case: PerfCase, rate_rps: float, workers: int, settings: SessionSettings
+    ) -> ABOutcome:
+        """The case's latency under Poisson arrivals at ``rate_rps``, REF's model and this
+        tree's serving the same arrivals in interleaved rounds (perf.scenarios.server_ab)."""
+        bench = f"{case.id}-{rate_rps:g}rps"
+
+        def serving(path: Path) -> Callable[[], Workload]:
+            return lambda: open_workload(path, case, settings, partial(self.inputs_for, path))
+
+        def served(ref_path: Path, head: ResolvedModel) -> ABOutcome:
+            weights = tuple(w for _, w in case.mix) or (1.0,)
+            return measure_server_pair(
+                bench, self.ref, serving(ref_path), serving(head.path), rate_rps, workers,
+                weights, settings.to_dict(), self.policy, self.progress,
+            )  # fmt: skip
+
+        return self._remember(self._check(case, bench, settings, served))
+
+    def _remember(self, outcome: ABOutcome) -> ABOutcome:
         self.outcomes.append(outcome)
         return outcome
 
-    def _outcome(self, case: PerfCase, outcome: Outcome, reason: str, **extra: Any) -> ABOutcome:
-        return ABOutcome(case.id, self.ref, outcome, reason, **extra)
+    def _outcome(self, bench: str, outcome: Outcome, reason: str, **extra: Any) -> ABOutcome:
+        return ABOutcome(bench, self.ref, outcome, reason, **extra)
 
-    def _check(self, case: PerfCase, settings: SessionSettings) -> ABOutcome:
+    def _check(
+        self, case: PerfCase, bench: str, settings: SessionSettings, measure: MeasurePair
+    ) -> ABOutcome:
         if case.model_file is not None:
             return self._outcome(
-                case, Outcome.NOT_COMPARED, "a --perf-model file has no version at REF"
+                bench, Outcome.NOT_COMPARED, "a --perf-model file has no version at REF"
             )
         try:
             names = list(dict.fromkeys([*self.variants, case.variant]))
             ref_key = self.ref_models.keys(names)[case.variant]
         except GitRefError as error:
-            return self._outcome(case, Outcome.NOT_COMPARED, str(error))
+            return self._outcome(bench, Outcome.NOT_COMPARED, str(error))
         same = ref_key == self.head_key(case.variant)
         if same and not self.measure_unchanged:
             return self._outcome(
-                case, Outcome.UNCHANGED, f"same cache key {ref_key[:16]}: not measured"
+                bench, Outcome.UNCHANGED, f"same cache key {ref_key[:16]}: not measured"
             )
         head = self.resolve_head(case, settings)
         try:
             ref_path = self.ref_models.build([case.variant])[case.variant]
         except GitRefError as error:
-            return self._outcome(case, Outcome.NOT_COMPARED, str(error))
-        refused = self._check_ref(case, ref_path, ref_key, settings)
+            return self._outcome(bench, Outcome.NOT_COMPARED, str(error))
+        refused = ref_refusal(self.check_model, self.ref_models, case, ref_path, ref_key, settings)
         if refused:
-            return self._outcome(case, Outcome.REFUSED, refused)
-        inputs = self.inputs_for(head.path, case)
-        outcome = measure_pair(
-            case.id, self.ref, ref_path, head.path, settings, inputs, self.policy, self.progress
-        )
+            return self._outcome(bench, Outcome.REFUSED, refused)
+        outcome = measure(ref_path, head)
         if same:
             return dataclasses.replace(outcome, reason="same artifact, measured as an A/A")
         return outcome
 
-    def _check_ref(
-        self, case: PerfCase, ref_path: Path, ref_key: str, settings: SessionSettings
-    ) -> str | None:
-        """Why REF's model cannot be compared (it computes wrong numbers here), or None."""
-        if self.check_model is None:
-            return None
-        model = ResolvedModel(
-            ref_path,
-            ref_path.stat().st_size,
-            ref_key,
-            variant=case.variant.partition("/")[2],
-            reference_dir=self.ref_models.reference_dir_of(ref_path),
-        )
-        try:
-            self.check_model(case, model, settings)
-        except NumericsRefused as refused:
-            return f"REF's model is not benchmarked: {refused}"
+
+def ref_refusal(
+    check_model: CheckModel | None,
+    ref_models: RefModels,
+    case: PerfCase,
+    ref_path: Path,
+    ref_key: str,
+    settings: SessionSettings,
+) -> str | None:
+    """Why REF's model cannot be compared (it computes wrong numbers here), or None."""
+    if check_model is None:
         return None
+    model = ResolvedModel(
+        ref_path,
+        ref_path.stat().st_size,
+        ref_key,
+        variant=case.variant.partition("/")[2],
+        reference_dir=ref_models.reference_dir_of(ref_path),
+    )
+    try:
+        check_model(case, model, settings)
+    except NumericsRefused as refused:
+        return f"REF's model is not benchmarked: {refused}"
+    return None

@@ -19,7 +19,7 @@ import gc
 import math
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -74,6 +74,9 @@ class Workload:
     calls: tuple[Callable[[], Any], ...]
     weights: tuple[float, ...] = (1.0,)
     labels: tuple[str, ...] = ("",)
+    # What serves the calls, for stored baselines: the model's cache key and session settings
+    model_key: str | None = None
+    settings: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
     def serve(self, request: Request) -> Any:
         return self.calls[request.kind]()

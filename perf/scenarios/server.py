@@ -10,13 +10,18 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from export.recipes import code_digest
+from perf.baselines.regression import StoredRow
 from perf.budgets.rules import Budget, budget_quantiles
 from perf.budgets.verdicts import BudgetDecision, final_decision, judge_budget
 from perf.measure.cases import PerfCase
+from perf.measure.contention import Contention, ContentionMonitor
+from perf.measure.sampling import Samples
 from perf.scenarios.open_loop import (
     OpenLoopRun,
     Workload,
@@ -25,6 +30,7 @@ from perf.scenarios.open_loop import (
     quantiles_ms,
     run_open_loop,
 )
+from perf.stats.compare import Segment
 from perf.stats.outcome import Outcome, budget_outcome
 from perf.stats.percentiles import QUANTILE_METHOD, LatencySummary
 
@@ -45,6 +51,41 @@ class ServerResult:
     workload: Workload | None = None  # the length mix, when there is one
     decisions: tuple[BudgetDecision, ...] = ()  # the budget judged on latency from arrival
     first_call_ms: tuple[float, ...] = ()  # each length's first (cold) call, before timing
+    contention: Contention | None = None  # other processes' CPU use while requests were served
+
+    @property
+    def bench(self) -> str:
+        """Its name in baselines and reports (the test's id)."""
+        return f"{self.case.id}-{self.run.rate_rps:g}rps"
+
+    def stored_row(self) -> StoredRow:
+        """This run as a stored baseline keeps it: every request's latency from its scheduled
+        arrival, one session, with the settings that make runs alike (rate, workers, mix)."""
+        if self.contention is None:
+            raise ValueError(f"{self.bench}: a server run without its contention record")
+        latencies = tuple(self.run.values("latency_ms"))
+        # The run's length is its schedule's, however long a slow model took to serve it
+        scheduled_s = (len(latencies) + self.run.unserved) / self.run.rate_rps
+        samples = Samples(
+            first_call_ms=self.first_call_ms[0] if self.first_call_ms else math.nan,
+            warmup_calls=WARMUP_CALLS,
+            warmup_steady=True,
+            samples_ms=latencies,
+            segments=(Segment(len(latencies), self.run.seconds),),
+            stopped_because="the schedule was served",
+            sampling_seconds=scheduled_s,
+            contention=self.contention,
+        )
+        workload = self.workload
+        settings = {
+            **(workload.settings if workload else {}),
+            "scenario": "server",
+            "workers": self.run.workers,
+            "mix": [list(m) for m in self.case.mix],
+            "scenario_code": scenario_code_digest(),
+        }
+        key = workload.model_key if workload else None
+        return StoredRow(self.bench, self.case, settings, samples, key, self.run.rate_rps)
 
     @property
     def verdict(self) -> Outcome:
@@ -96,6 +137,7 @@ class ServerResult:
         pct = self.latency.percentiles
         return {
             "id": self.case.id,
+            "bench": self.bench,
             "scenario": "server",
             **self.run.to_dict(),
             "p50_ms": pct["p50"].value,
@@ -109,6 +151,7 @@ class ServerResult:
             # The latency CDF, for the plot: quantiles 0.01 ... 0.99 and 0.999
             "cdf_ms": _cdf(self.run.values("latency_ms")),
             "flags": self.flags,
+            "contention": None if self.contention is None else dataclasses.asdict(self.contention),
             "verdict": self.verdict.value,
             "budget": [d.to_dict() for d in self.decisions],
         }
@@ -132,16 +175,25 @@ def measure_server(
     first_call_ms = workload.warm(WARMUP_CALLS)
     count = requests_for(rate_rps, max_seconds)
     schedule = poisson_schedule(rate_rps, count, seed, workload.weights)
-    run = run_open_loop(
-        schedule, workload.serve, rate_rps, workers, deadline_s=max_seconds * DEADLINE_FACTOR
-    )
+    with ContentionMonitor() as monitor:
+        run = run_open_loop(
+            schedule, workload.serve, rate_rps, workers, deadline_s=max_seconds * DEADLINE_FACTOR
+        )
     return ServerResult(
         case,
         run,
         *(LatencySummary.from_samples(run.values(v), confidence) for v in _SPLIT),
         workload=workload,
         first_call_ms=first_call_ms,
+        contention=monitor.result,
     )
+
+
+def scenario_code_digest() -> str:
+    """A digest of the code that schedules and times server requests: stored server runs timed
+    by other code are not alike."""
+    here = Path(__file__).parent
+    return code_digest(here / name for name in ("open_loop.py", "server.py"))[:16]
 
 
 CDF_LEVELS = (*(i / 100 for i in range(1, 100)), 0.999)

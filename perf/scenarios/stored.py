@@ -8,7 +8,10 @@ interleaved in this process, as ``--perf-against`` does, and that verdict decide
 
 from __future__ import annotations
 
+import functools
 import logging
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from export.recipes import parse_variant_name
@@ -18,6 +21,9 @@ from perf.measure.numerics import CheckedModels, NumericsRefused
 from perf.measure.sessions import SessionSettings
 from perf.scenarios.ab import ABOutcome, ABPolicy
 from perf.scenarios.against import measure_pair
+from perf.scenarios.open_loop import Workload
+from perf.scenarios.server_ab import measure_server_pair
+from perf.scenarios.traffic import open_workload
 from perf.stats.outcome import Outcome
 
 log = logging.getLogger("perf")
@@ -29,9 +35,12 @@ def side_by_side_with_stored(
     models: CheckedModels,
     settings: SessionSettings,
     options: Any,
+    rate_rps: float | None = None,
+    workers: int | None = None,
 ) -> ABOutcome | None:
     """A = the model stored under ``stored_key``, B = this tree's; None when A is not cached.
-    A's numbers are checked on this machine first, as REF's are. ``options``: PerfOptions."""
+    A's numbers are checked on this machine first, as REF's are. ``options``: PerfOptions.
+    With ``rate_rps``, both serve Poisson arrivals at that rate (a server row's comparison)."""
     if case.model_file is not None:
         return None
     recipe = parse_variant_name(case.variant, options.weights)
@@ -51,10 +60,23 @@ def side_by_side_with_stored(
     except NumericsRefused as refused:
         return ABOutcome(case.id, label, Outcome.REFUSED, f"{label} is not benchmarked: {refused}")
     head, _ = models.resolve(case, settings)
-    inputs = case_inputs(head.path, case, options.dims, options.fixed_inputs)
     policy = ABPolicy(options.policy.max_seconds, confidence=options.policy.confidence)
     log.info("%s: measuring %s side by side with this tree's", case.id, label)
-    return measure_pair(
-        case.id, label, stored.path, head.path, settings, inputs, policy,
-        progress=lambda message: log.info("%s: %s", case.id, message),
+    progress = functools.partial(log.info, f"{case.id}: %s")
+    if rate_rps is None:
+        inputs = case_inputs(head.path, case, options.dims, options.fixed_inputs)
+        return measure_pair(
+            case.id, label, stored.path, head.path, settings, inputs, policy, progress
+        )
+
+    def serving(path: Path) -> Callable[[], Workload]:
+        inputs_for = functools.partial(
+            case_inputs, path, dims=options.dims, fixed=options.fixed_inputs
+        )
+        return lambda: open_workload(path, case, settings, inputs_for)
+
+    weights = tuple(w for _, w in case.mix) or (1.0,)
+    return measure_server_pair(
+        f"{case.id}-{rate_rps:g}rps", label, serving(stored.path), serving(head.path),
+        rate_rps, workers or 1, weights, settings.to_dict(), policy, progress,
     )  # fmt: skip

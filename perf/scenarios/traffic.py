@@ -11,8 +11,9 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from perf.budgets.rules import Budget
-from perf.measure.cases import PerfCase, case_inputs, format_duration
+from perf.measure.cases import PerfCase, format_duration
 from perf.measure.sampling import SamplingPolicy
+from perf.measure.sessions import SessionSettings, open_session
 from perf.scenarios.offline import OfflineResult, measure_offline
 from perf.scenarios.open_loop import Workload
 from perf.scenarios.peak import PeakResult, find_peak
@@ -25,19 +26,32 @@ log = logging.getLogger("perf")
 def workload_for(
     case: PerfCase,
     run: Callable[..., object],
-    model_path: Path,
-    dims: Mapping[str, int],
-    fixed_inputs: Mapping[str, object],
+    inputs_for: Callable[[PerfCase], Mapping[str, object]],
+    model_key: str | None = None,
+    settings: Mapping[str, object] | None = None,
 ) -> Workload:
-    """A call of ``run`` (a session's run) per input length of the case's mix."""
+    """A call of ``run`` (a session's run) per input length of the case's mix, on
+    ``inputs_for`` the case at that length; ``model_key`` and ``settings`` say what serves."""
     mix = case.mix or ((case.duration_s, 1.0),)
     calls = []
     for seconds, _weight in mix:
-        length = dataclasses.replace(case, duration_s=seconds)
-        inputs = case_inputs(model_path, length, dims, fixed_inputs)
+        inputs = inputs_for(dataclasses.replace(case, duration_s=seconds))
         calls.append(functools.partial(run, None, inputs))
     labels = tuple(format_duration(seconds) for seconds, _ in mix)
-    return Workload(tuple(calls), tuple(w for _, w in mix), labels)
+    weights = tuple(w for _, w in mix)
+    return Workload(tuple(calls), weights, labels, model_key, dict(settings or {}))
+
+
+def open_workload(
+    path: Path,
+    case: PerfCase,
+    settings: SessionSettings,
+    inputs_for: Callable[[PerfCase], Mapping[str, object]],
+    model_key: str | None = None,
+) -> Workload:
+    """The case's workload on a fresh session of the model file at ``path``."""
+    session = open_session(path, settings)
+    return workload_for(case, session.run, inputs_for, model_key, settings.to_dict())
 
 
 class TrafficRun:
