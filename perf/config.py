@@ -36,6 +36,7 @@ from perf.measure.cases import (
 )
 from perf.measure.providers import default_provider_names, provider_info
 from perf.measure.sampling import SamplingPolicy
+from perf.scenarios.explain import EXPLAIN_CHOICES
 from perf.scenarios.server import SCENARIOS, parse_rates
 from perf.stats.outcome import UndecidedPolicy
 
@@ -80,6 +81,8 @@ class PerfOptions:
     history_dir: Path | None = None  # --perf-history: one immutable record of this run there
     tail_matrix: bool = False  # --perf-tail-matrix: each --perf-rate under 8 session settings
     workers: int = 1  # --perf-workers: threads sharing one session in the server scenario
+    explain: str = "slower"  # --perf-explain: which A/B verdicts get a per-operator attribution
+    profile: bool = False  # --perf-profile: a per-op-type breakdown of each benchmark
 
 
 # (option, ini name, help, ini default)
@@ -283,6 +286,19 @@ OPTIONS = (
         help="with --perf-against: also measure benchmarks whose artifact did not change (A/A)",
     ),
     _option(
+        "--perf-explain",
+        choices=list(EXPLAIN_CHOICES),
+        default="slower",
+        help="after an A/B (--perf-against, or a changed model vs its stored one): profile both "
+        "models and name the operators that moved: for slower verdicts (default), all, or off",
+    ),
+    _option(
+        "--perf-profile",
+        action="store_true",
+        help="add where each benchmark's time goes, per op type (onnxruntime's profiler, "
+        "after the timed samples), to the summary and the report",
+    ),
+    _option(
         "--perf-emulate-isa",
         default=None,
         choices=sorted(ARITHMETIC),
@@ -418,6 +434,8 @@ def _options(config: pytest.Config) -> PerfOptions:
         history_dir=config.getoption("perf_history"),
         tail_matrix=config.getoption("perf_tail_matrix"),
         workers=config.getoption("perf_workers"),
+        explain=config.getoption("perf_explain"),
+        profile=config.getoption("perf_profile"),
     )
 
 

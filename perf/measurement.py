@@ -39,6 +39,7 @@ class LatencyResult:
     node_placement: dict[str, int] | None
     numerics: dict[str, Any] | None = None  # the check that this model computes right here
     work: dict[str, Any] | None = None  # GFLOP per call and efficiency (perf.measure.efficiency)
+    profile: list[dict[str, Any]] | None = None  # --perf-profile: per op type (measure.profile)
 
     @property
     def verdict(self) -> Outcome:
@@ -81,6 +82,7 @@ class LatencyResult:
             "gflop_per_call": None if self.work is None else self.work["gflop_per_call"],
             "efficiency": None if self.work is None else self.work["efficiency"],
             "work": self.work,
+            "profile": self.profile,
         }
 
 

@@ -20,6 +20,7 @@ from perf.measure.cases import (
     build_cases,
 )
 from perf.measure.fingerprint import machine_and_software
+from perf.measure.profile import breakdown_lines
 from perf.measure.providers import (
     ConflictingOnnxruntimeError,
     check_single_onnxruntime,
@@ -258,6 +259,14 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     if run.results:
         terminalreporter.section("latency summary")
         terminalreporter.write_line(summary_table(run.results))
+    profiled = [r for r in run.results if r.profile]
+    if profiled:
+        terminalreporter.section("where the time goes, per op type (--perf-profile, ms per call)")
+        for result in profiled:
+            terminalreporter.write_line(f"{result.case.id} (profiled calls):")
+            provider = str(result.settings.get("provider", ""))
+            for line in breakdown_lines(result.profile or [], provider):
+                terminalreporter.write_line(line)
     if run.models.refused:
         terminalreporter.section("refused: wrong numbers on this machine, not benchmarked")
         for case, verdict in run.models.refused:

@@ -20,9 +20,10 @@ from perf.measure.efficiency import EfficiencyMeter
 from perf.measure.fingerprint import machine_and_software
 from perf.measure.models import Models
 from perf.measure.numerics import CheckedModels, NumericsChecker
+from perf.measure.profile import ProfiledSession, breakdown
 from perf.measure.providers import provider_options, resolve_provider
 from perf.measure.sampling import SamplingPolicy, timed
-from perf.measure.sessions import SessionSettings, check_available
+from perf.measure.sessions import SessionSettings, check_available, open_session
 from perf.measurement import (
     ConcurrencyResult,
     LatencyResult,
@@ -122,6 +123,11 @@ class PerfRun:
         p50_ms = result.summary.percentiles["p50"].value
         work = self.efficiency.of(model.path, inputs, settings, p50_ms)
         result = dataclasses.replace(result, numerics=numerics.to_dict(), work=work)
+        if self.options.profile:
+            log.info("%s: profiling (--perf-profile)", case.id)
+            opener = functools.partial(open_session, model.path, settings)
+            rows = breakdown(lambda: ProfiledSession(opener, inputs), p50_ms)
+            result = dataclasses.replace(result, profile=rows)
         self._warn_if_contended(result)
         self.results.append(result)
         return result

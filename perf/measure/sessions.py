@@ -176,13 +176,21 @@ def _create_session(
     return session
 
 
-def open_session(model_path: Path, settings: SessionSettings) -> ort.InferenceSession:
-    """A session verified to run on `settings.provider` (CPU listed last as node fallback).
+def open_session(
+    model_path: Path,
+    settings: SessionSettings,
+    configure: Callable[[ort.SessionOptions], None] | None = None,
+) -> ort.InferenceSession:
+    """A session verified to run on `settings.provider` (CPU listed last as node fallback);
+    ``configure`` may change its options first (profiling, for perf.measure.profile).
 
     Raises ProviderSkip when the provider is missing, fell back to CPU, or lacks kernels for the
     model's ops; FileNotFoundError / ModelLoadError (naming the path) for a broken model.
     """
-    return _create_session(Path(model_path), settings, build_session_options(settings))
+    options = build_session_options(settings)
+    if configure is not None:
+        configure(options)
+    return _create_session(Path(model_path), settings, options)
 
 
 def _count_node_providers(events: list[dict[str, Any]]) -> dict[str, int]:

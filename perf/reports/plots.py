@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -98,6 +99,38 @@ def plot_cdf(rows: Sequence[Mapping[str, Any]], path: Path) -> Path:
     ax.legend(fontsize=8, framealpha=0.9)
     ax.set_title("Latency CDF per server run (dotted: P99)", fontsize=11)
     return save_png(fig, path)
+
+
+def plot_attribution(rows: Sequence[Mapping[str, Any]], path: Path) -> Path:
+    """Per explained A/B (ABOutcome.to_dict() rows with ``explained``): A's and B's call as
+    stacked bars of their op types (the six that moved most, the rest, and the time outside
+    nodes), ms per profiled call."""
+    fig = _figure(9.0, 1.0 + 2.0 * len(rows))
+    axes = fig.subplots(len(rows), 1, squeeze=False)[:, 0]
+    for ax, row in zip(axes, rows, strict=True):
+        why = row["explained"]
+        op_types = [c for c in why["op_types"] if c["kind"] == "op_type"]
+        shown = op_types[:6]
+        rest_a = sum(c["a_ms"] for c in op_types[6:])
+        rest_b = sum(c["b_ms"] for c in op_types[6:])
+        parts = [(c["label"], c["a_ms"], c["b_ms"]) for c in shown]
+        parts += [("other op types", rest_a, rest_b)]
+        parts += [("outside nodes", why["outside"]["a_ms"], why["outside"]["b_ms"])]
+        left = np.zeros(2)
+        for color, (label, a_ms, b_ms) in zip(_stack_colors(len(parts)), parts, strict=True):
+            ax.barh([1, 0], [a_ms, b_ms], left=left, color=color, label=label)
+            left += [a_ms, b_ms]
+        ax.set_yticks([1, 0], ["A", "B"])
+        total = why["total"]
+        title = f"{row['id']}: {total['change_ms']:+.2f} ms per profiled call "
+        ax.set_title(f"{title}(A {total['a_ms']:.2f} ms, B {total['b_ms']:.2f} ms)", fontsize=10)
+        ax.legend(fontsize=7, ncols=4, loc="upper center", bbox_to_anchor=(0.5, -0.25))
+    axes[-1].set_xlabel("ms per profiled call, stacked by op type")
+    return save_png(fig, path)
+
+
+def _stack_colors(n: int) -> list[Any]:
+    return [colormaps["tab10"](i % 10) for i in range(n)]
 
 
 def save_png(fig: Figure, path: Path) -> Path:

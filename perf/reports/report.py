@@ -36,7 +36,11 @@ from perf.stats.outcome import Outcome
 # "machine_peak" (GFLOP/s and GOP/s, and how they were measured); "scenarios" rows also come
 # from the peak search ("peak", with its "points") and "offline", server rows carry
 # "per_length" and their budget "verdict".
-FORMAT_VERSION = 5
+# 6, "against" rows (and side-by-side "comparisons") carry "explained" (the per-operator
+# attribution, perf.stats.attribution, or null); results carry "profile" (--perf-profile, per op
+# type, or null); server rows carry "bench" (their name in baselines and comparisons) and
+# "contention"; "comparisons" include server rows, by that name.
+FORMAT_VERSION = 6
 SUMMARY_LIMIT_BYTES = 900 * 1024  # GitHub rejects a job summary over 1 MiB
 MAX_DISTRIBUTION_PLOTS = 24
 CDF_PNG = "cdf.png"
@@ -48,6 +52,7 @@ REPORT_MD, SUMMARY_MD, REPORT_JSON, OVERVIEW_PNG = (
 )
 PLOTS_DIR = "plots"
 LOAD_PNG = "load.png"
+WHY_PNG = "why.png"
 IMAGES = ("latency overview", "latency under load")  # shown in report.md; the rest are links
 BULKY_KEYS = ("samples_ms", "segments")
 _NOTE_RESERVE = 300  # bytes kept for each table's "rows left out" note
@@ -85,6 +90,11 @@ def write_report(
         plots.append(
             ("latency under load", plot_load(load_points(content.scenarios), directory / LOAD_PNG))
         )
+    why = explained_rows(content)
+    if why:
+        from perf.reports.plots import plot_attribution
+
+        plots.append(("why it changed, per op type", plot_attribution(why, directory / WHY_PNG)))
     server_rows = [r for r in content.scenarios if r.get("scenario") == "server"]
     if server_rows:
         from perf.reports.plots import plot_cdf
@@ -111,8 +121,10 @@ def markdown_summary(
     """
     tables = [
         _latency_table(content.results),
+        _profile_table(content.results),
         _refused_table(content.refused),
         _against_table(content.against),
+        _why_table(explained_rows(content)),
         _scenarios_table(content.scenarios),
         _peak_table(content.scenarios),
         _offline_table(content.scenarios),
@@ -258,6 +270,24 @@ def _comparison_table(comparisons: Comparisons) -> _Table:
     )
 
 
+def _profile_table(results: Sequence[LatencyResult]) -> _Table:
+    """--perf-profile: each benchmark's op types, the heaviest first, and the time outside."""
+    cells = [
+        (r.case.id, p["op_type"], f"{p['ms']:.2f}", f"{p['share']:.1%}",
+         str(p["nodes"]) if p["nodes"] else "-", f"{p['threads']:.1f}" if p["nodes"] else "-")
+        for r in results if r.profile
+        for p in [*r.profile[:-1][:8], r.profile[-1]]
+    ]  # fmt: skip
+    return _Table(
+        title="Where the time goes, per op type (--perf-profile)",
+        headers=("configuration", "op type", "ms per call", "share", "nodes", "threads"),
+        rows=cells,
+        important=[False] * len(cells),
+        intro="From onnxruntime's profiler over calls made after the timed samples (profiling "
+        "adds per-node overhead); 'outside nodes' is session overhead, copies and gaps.",
+    )
+
+
 def _refused_table(refused: Skipped) -> _Table:
     return _Table(
         title=f"Refused: wrong numbers on this machine, not benchmarked ({len(refused)})",
@@ -286,6 +316,45 @@ def _against_table(against: Sequence[Mapping[str, Any]]) -> _Table:
         rows=[(o["id"], o["outcome"], change(o)) for o in against],
         important=[o["outcome"] not in ("same", "unchanged") for o in against],
     )
+
+
+def explained_rows(content: ReportContent) -> list[Mapping[str, Any]]:
+    """Every A/B with a per-operator attribution (--perf-against, and changed models measured
+    side by side with their stored ones), as ABOutcome.to_dict() rows."""
+    side_by_side = [c.interleaved for _, c in content.comparisons if c.interleaved]
+    return [row for row in (*content.against, *side_by_side) if row.get("explained")]
+
+
+def _why_table(rows: Sequence[Mapping[str, Any]]) -> _Table:
+    """Per explained A/B: the whole call, the parts the rounds tell from noise, the rest."""
+    cells: list[tuple[str, ...]] = []
+    for outcome in rows:
+        why = outcome["explained"]
+        named = [c for c in (*why["nodes"], why["outside"]) if c["significant"]]
+        named.sort(key=lambda c: -abs(c["change_ms"]))
+        for part in (why["total"], *named[:8], *why["op_types"][:6]):
+            cells.append((outcome["id"], _part(part), f"{part['a_ms']:.2f}", f"{part['b_ms']:.2f}",
+                          f"{part['change_ms']:+.2f} [{part['low_ms']:+.2f}, "
+                          f"{part['high_ms']:+.2f}]"))  # fmt: skip
+    return _Table(
+        title="Why it changed: per node and op type (profiled, ms per call, B - A)",
+        headers=("configuration", "part", "A ms", "B ms", "change ms [95% CI]"),
+        rows=cells,
+        important=[True] * len(cells),
+        intro="Profiled after the timed A/B (profiling adds overhead, so the profiled change "
+        "differs from the timed one); nodes listed only where the rounds tell the change from "
+        "noise; then the op types; the parts add up to the whole call.",
+    )
+
+
+def _part(part: Mapping[str, Any]) -> str:
+    kind = part["kind"]
+    if kind in ("total", "outside"):
+        return part["label"]
+    if kind == "op_type":
+        return f"all {part['label']}"
+    suffix = {"added": " (only in B)", "removed": " (only in A)"}.get(kind, "")
+    return f"{part['op_type']} {part['label']}{suffix}"
 
 
 def _scenarios_table(rows: Sequence[Mapping[str, Any]]) -> _Table:

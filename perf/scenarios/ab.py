@@ -18,6 +18,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from perf.measure.contention import Contention, ContentionMonitor
+from perf.stats.attribution import Attribution
 from perf.stats.outcome import Outcome
 from perf.stats.paired import PairedComparison, Round, compare_rounds, needs_more, tail_ratios
 
@@ -39,6 +40,9 @@ class ABPolicy:
     confidence: float = 0.95
     min_effect: float = 0.05  # on P50: smaller changes are "same"
     seed: int = 0
+    # After the verdict, which ones get a per-operator attribution (perf.scenarios.explain):
+    # "slower", "all" or "off"
+    explain: str = "off"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -168,6 +172,7 @@ class ABOutcome:
     measured: Interleaved | None = None
     settings: Mapping[str, Any] | None = None
     contention: Contention | None = None  # other processes' CPU use during the rounds
+    explained: Attribution | None = None  # which nodes moved (perf.scenarios.explain)
 
     @property
     def regressed(self) -> bool:
@@ -183,7 +188,14 @@ class ABOutcome:
             f"{self.case_id}: {self.measured.comparison.format()}; B = working tree, A = {self.ref}"
         )
         warning = self.contention.warning() if self.contention else None
-        return f"{line}\n  {warning} (both sides alike, interleaved)" if warning else line
+        if warning:
+            line += f"\n  {warning} (both sides alike, interleaved)"
+        if self.explained is not None:
+            why = self.explained
+            line += (
+                f"\n  why: {why.line()}\n  {why.op_type_line()} (nodes matched by {why.matching})"
+            )
+        return line
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -193,6 +205,7 @@ class ABOutcome:
             "reason": self.reason,
             "settings": dict(self.settings or {}),
             "contention": None if self.contention is None else dataclasses.asdict(self.contention),
+            "explained": None if self.explained is None else self.explained.to_dict(),
         }
         if self.measured is not None:
             data |= {

@@ -22,6 +22,7 @@ from perf.measure.models import ResolvedModel
 from perf.measure.numerics import NumericsRefused
 from perf.measure.sessions import SessionSettings, open_session
 from perf.scenarios.ab import ABOutcome, ABPolicy, Call, measure_sides
+from perf.scenarios.explain import explained
 from perf.scenarios.open_loop import Workload
 from perf.scenarios.server_ab import measure_server_pair
 from perf.scenarios.traffic import open_workload
@@ -62,6 +63,14 @@ def measure_pair(
     )
 
 
+def ab_policy(options: Any) -> ABPolicy:
+    """The A/B policy of a session's options (PerfOptions): its time cap, confidence and
+    --perf-explain."""
+    return ABPolicy(
+        options.policy.max_seconds, confidence=options.policy.confidence, explain=options.explain
+    )
+
+
 def against_gate(
     tree: RefTree,
     cache_root: Path,
@@ -76,7 +85,7 @@ def against_gate(
         head_key=lambda variant: parse_variant_name(variant, options.weights).key(),
         resolve_head=resolve_head,
         inputs_for=lambda path, case: case_inputs(path, case, options.dims, options.fixed_inputs),
-        policy=ABPolicy(options.policy.max_seconds, confidence=options.policy.confidence),
+        policy=ab_policy(options),
         measure_unchanged=options.against_unchanged,
         progress=progress,
         variants=options.variants,
@@ -178,7 +187,10 @@ class AgainstGate:
         refused = ref_refusal(self.check_model, self.ref_models, case, ref_path, ref_key, settings)
         if refused:
             return self._outcome(bench, Outcome.REFUSED, refused)
-        outcome = measure(ref_path, head)
+        outcome = explained(
+            measure(ref_path, head), ref_path, head.path, settings,
+            self.inputs_for(head.path, case), self.policy,
+        )  # fmt: skip
         if same:
             return dataclasses.replace(outcome, reason="same artifact, measured as an A/A")
         return outcome

@@ -19,8 +19,9 @@ from perf.measure.cases import PerfCase, case_inputs
 from perf.measure.models import ResolvedModel
 from perf.measure.numerics import CheckedModels, NumericsRefused
 from perf.measure.sessions import SessionSettings
-from perf.scenarios.ab import ABOutcome, ABPolicy
-from perf.scenarios.against import measure_pair
+from perf.scenarios.ab import ABOutcome
+from perf.scenarios.against import ab_policy, measure_pair
+from perf.scenarios.explain import explained
 from perf.scenarios.open_loop import Workload
 from perf.scenarios.server_ab import measure_server_pair
 from perf.scenarios.traffic import open_workload
@@ -60,14 +61,15 @@ def side_by_side_with_stored(
     except NumericsRefused as refused:
         return ABOutcome(case.id, label, Outcome.REFUSED, f"{label} is not benchmarked: {refused}")
     head, _ = models.resolve(case, settings)
-    policy = ABPolicy(options.policy.max_seconds, confidence=options.policy.confidence)
+    policy = ab_policy(options)
     log.info("%s: measuring %s side by side with this tree's", case.id, label)
     progress = functools.partial(log.info, f"{case.id}: %s")
+    inputs = case_inputs(head.path, case, options.dims, options.fixed_inputs)
     if rate_rps is None:
-        inputs = case_inputs(head.path, case, options.dims, options.fixed_inputs)
-        return measure_pair(
+        outcome = measure_pair(
             case.id, label, stored.path, head.path, settings, inputs, policy, progress
         )
+        return explained(outcome, stored.path, head.path, settings, inputs, policy)
 
     def serving(path: Path) -> Callable[[], Workload]:
         inputs_for = functools.partial(
@@ -76,7 +78,8 @@ def side_by_side_with_stored(
         return lambda: open_workload(path, case, settings, inputs_for)
 
     weights = tuple(w for _, w in case.mix) or (1.0,)
-    return measure_server_pair(
+    outcome = measure_server_pair(
         f"{case.id}-{rate_rps:g}rps", label, serving(stored.path), serving(head.path),
         rate_rps, workers or 1, weights, settings.to_dict(), policy, progress,
     )  # fmt: skip
+    return explained(outcome, stored.path, head.path, settings, inputs, policy)
