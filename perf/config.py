@@ -556,6 +556,21 @@ def _check_scenario(options: PerfOptions) -> None:
         )
     if (options.rates or options.peak) and options.scenario != "server":
         raise ConfigError("--perf-rate applies to --perf-scenario server; add that, or drop it")
+    _check_profiling(options)
+
+
+def _check_profiling(options: PerfOptions) -> None:
+    if options.profile and (options.scenario != "single-stream" or options.against):
+        raise ConfigError(
+            "--perf-profile applies to measured single-stream benchmarks (not with "
+            "--perf-scenario server/offline or --perf-against); an A/B names the operators "
+            "that moved with --perf-explain"
+        )
+    if options.explain != "slower" and not (options.against or options.compare):
+        raise ConfigError(
+            f"--perf-explain {options.explain} applies to A/B comparisons: add --perf-against "
+            "REF or --benchmark-compare, or drop it"
+        )
 
 
 # Numeric options: (option, value of, least allowed, whether the least is allowed, what it is)

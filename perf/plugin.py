@@ -29,7 +29,7 @@ from perf.reports.report import ReportContent, skipped_from_report, write_report
 from perf.reports.summary import format_table, summary_table
 from perf.run import PerfRun
 from perf.scenarios.offline import DEFAULT_BATCH_SIZES, OFFLINE_HEADERS, offline_rows
-from perf.scenarios.server import SERVER_HEADERS, server_rows
+from perf.scenarios.server import SERVER_HEADERS, server_bench, server_rows, stored_row
 from perf.scenarios.tail_matrix import MATRIX_HEADERS, matrix_rows
 from perf.stats.compare import MIN_BASELINE_RUNS, format_comparison_table
 from perf.stats.outcome import Outcome
@@ -132,8 +132,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         if not options.tail_matrix:
             _off(metafunc, name, "no --perf-tail-matrix")
             return
-        pairs = [(case, rate) for case in cases for rate in options.rates]
-        ids = [f"{case.id}-{rate:g}rps-matrix" for case, rate in pairs]
+        pairs, ids = _at_rates(cases, options.rates, "-matrix")
         metafunc.parametrize("tail_case", pairs, ids=ids)
     elif name == "peak_case":
         if options.peak:
@@ -144,8 +143,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         if not options.rates:
             _off(metafunc, name, "--perf-rate peak only")
             return
-        pairs = [(case, rate) for case in cases for rate in options.rates]
-        ids = [f"{case.id}-{rate:g}rps" for case, rate in pairs]
+        pairs, ids = _at_rates(cases, options.rates)
         metafunc.parametrize("server_case", pairs, ids=ids)
     elif name == "eager_case":
         architectures = dict.fromkeys(v.split("/")[0] for v in options.variants)
@@ -162,6 +160,14 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         first = [c for c in cases if c.duration_s == options.durations[0]]
         ids = [f"{c.id}-x{options.concurrency}" for c in first]
         metafunc.parametrize("concurrency_case", first, ids=ids)
+
+
+def _at_rates(
+    cases: list[PerfCase], rates: tuple[float, ...], suffix: str = ""
+) -> tuple[list[tuple[PerfCase, float]], list[str]]:
+    """Each case at each rate, and their ids (``<case>-<rate>rps``, the server rows' names)."""
+    pairs = [(case, rate) for case in cases for rate in rates]
+    return pairs, [server_bench(case, rate) + suffix for case, rate in pairs]
 
 
 @pytest.fixture(scope="session")
@@ -225,7 +231,7 @@ def _save_baseline(session: pytest.Session, exitstatus: int) -> None:
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     write = reporter.write_line if reporter else print
     rows = [StoredRow.of(r) for r in run.results]
-    rows += [r.stored_row() for r in run.traffic.server_results]
+    rows += [stored_row(r) for r in run.traffic.server_results]
     if exitstatus != 0 or session.testsfailed or session.shouldstop or not rows:
         write(f"baseline NOT saved: the run did not complete and pass (exit status {exitstatus})")
         return
@@ -285,6 +291,28 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         ]
         headers = ("configuration", "threads", "throughput", "P50", "P99 [95% CI]")
         terminalreporter.write_line(format_table(rows, headers))
+    _traffic_sections(terminalreporter, run)
+    checks = run.baselines.checks
+    # The table holds the verdicts of stored runs; a verdict measured side by side is a line.
+    by_runs = [(b, c.comparison) for b, c in checks.items() if c.comparison and not c.interleaved]
+    if checks:
+        terminalreporter.section("against the stored baseline")
+        if by_runs:
+            terminalreporter.write_line(format_comparison_table(by_runs))
+        for check in checks.values():
+            if check.outcome is not Outcome.SAME or check.interleaved:
+                terminalreporter.write_line(check.message)
+    if run.against is not None and run.against.outcomes:
+        terminalreporter.section(f"A/B against {run.against.ref}")
+        for outcome in run.against.outcomes:
+            terminalreporter.write_line(outcome.line())
+    line = outcomes_line(run)
+    if line:
+        terminalreporter.write_line(line, bold=True)
+
+
+def _traffic_sections(terminalreporter: pytest.TerminalReporter, run: PerfRun) -> None:
+    """The traffic scenarios' tables: server, offline, tail settings and peak rates."""
     if run.traffic.server_results:
         terminalreporter.section("server scenario: Poisson arrivals, latency from scheduled time")
         terminalreporter.write_line(
@@ -306,23 +334,6 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         for result in run.traffic.peak_results:
             terminalreporter.write_line(f"{result.case.id}: {result.line()}")
             terminalreporter.write_line(f"  budget: {result.verdict_line()}")
-    checks = run.baselines.checks
-    # The table holds the verdicts of stored runs; a verdict measured side by side is a line.
-    by_runs = [(b, c.comparison) for b, c in checks.items() if c.comparison and not c.interleaved]
-    if checks:
-        terminalreporter.section("against the stored baseline")
-        if by_runs:
-            terminalreporter.write_line(format_comparison_table(by_runs))
-        for check in checks.values():
-            if check.outcome is not Outcome.SAME or check.interleaved:
-                terminalreporter.write_line(check.message)
-    if run.against is not None and run.against.outcomes:
-        terminalreporter.section(f"A/B against {run.against.ref}")
-        for outcome in run.against.outcomes:
-            terminalreporter.write_line(outcome.line())
-    line = outcomes_line(run)
-    if line:
-        terminalreporter.write_line(line, bold=True)
 
 
 def outcomes_line(run: PerfRun) -> str | None:

@@ -9,6 +9,9 @@ import dataclasses
 import functools
 import logging
 import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
 
 from export.cache import ModelCache
 from perf.baselines.gate import BaselineGate
@@ -76,6 +79,37 @@ def sampling_policy(options: PerfOptions) -> SamplingPolicy:
     return options.policy
 
 
+def with_profile(
+    result: LatencyResult, model_path: Path, settings: SessionSettings, inputs: Mapping[str, Any]
+) -> LatencyResult:
+    """--perf-profile: the result with its per-op-type breakdown, from calls made after its
+    timed samples."""
+    log.info("%s: profiling (--perf-profile)", result.case.id)
+    opener = functools.partial(open_session, model_path, settings)
+    p50_ms = result.summary.percentiles["p50"].value
+    rows = breakdown(lambda: ProfiledSession(opener, inputs), p50_ms)
+    return dataclasses.replace(result, profile=rows)
+
+
+def traffic_workload(
+    models: CheckedModels, options: PerfOptions, settings: SessionSettings, case: PerfCase
+) -> Workload:
+    """The case's workload for a traffic scenario, on a fresh session of its checked model;
+    --perf-inject-delay slows every call of it, as it slows single-stream calls (a check of the
+    suite's own detection)."""
+    model, _ = models.resolve(case, settings)
+    dims, fixed = options.dims, options.fixed_inputs
+    workload = open_workload(
+        model.path, case, settings,
+        lambda length: case_inputs(model.path, length, dims, fixed), model.key,
+    )  # fmt: skip
+    delay_ms = options.policy.inject_delay_ms
+    if not delay_ms:
+        return workload
+    slowed = tuple(functools.partial(timed, call, delay_ms) for call in workload.calls)
+    return dataclasses.replace(workload, calls=slowed)
+
+
 class PerfRun:
     """Measures cases with the session's options and keeps what it measured."""
 
@@ -124,61 +158,38 @@ class PerfRun:
         work = self.efficiency.of(model.path, inputs, settings, p50_ms)
         result = dataclasses.replace(result, numerics=numerics.to_dict(), work=work)
         if self.options.profile:
-            log.info("%s: profiling (--perf-profile)", case.id)
-            opener = functools.partial(open_session, model.path, settings)
-            rows = breakdown(lambda: ProfiledSession(opener, inputs), p50_ms)
-            result = dataclasses.replace(result, profile=rows)
-        self._warn_if_contended(result)
+            result = with_profile(result, model.path, settings, inputs)
+        warning = result.samples.contention.warning()
+        if warning:
+            warnings.warn(f"{result.case.id}: {warning}", stacklevel=2)
         self.results.append(result)
         return result
 
-    def compare_against(self, case: PerfCase) -> ABOutcome:
-        """A/B with REF; spinning off, so that one session's idle threads do not slow the other."""
+    def compare_against(self, case: PerfCase, rate_rps: float | None = None) -> ABOutcome:
+        """A/B with REF, per call or (with ``rate_rps``) serving Poisson arrivals; spinning
+        off, so that one session's idle threads do not slow the other."""
         assert self.against is not None
         check_available(resolve_provider(case.provider))
         settings = dataclasses.replace(self.settings(case.provider), spinning=False)
-        return self.against.check(case, settings)
-
-    def compare_server_against(self, case: PerfCase, rate_rps: float) -> ABOutcome:
-        """The server scenario at ``rate_rps`` as an A/B with REF (perf.scenarios.server_ab)."""
-        assert self.against is not None
-        check_available(resolve_provider(case.provider))
-        settings = dataclasses.replace(self.settings(case.provider), spinning=False)
+        if rate_rps is None:
+            return self.against.check(case, settings)
         return self.against.check_server(case, rate_rps, self.options.workers, settings)
 
     def _stored_side_by_side(self, row: StoredRow, stored_key: str) -> ABOutcome | None:
         settings = dataclasses.replace(self.settings(row.case.provider), spinning=False)
-        workers = self.options.workers if row.rate_rps is not None else None
         return side_by_side_with_stored(
             row.case, stored_key, self.models, settings, self.options,
-            rate_rps=row.rate_rps, workers=workers,
+            rate_rps=row.rate_rps, workers=self.options.workers,
         )  # fmt: skip
 
-    def _warn_if_contended(self, result: LatencyResult) -> None:
-        warning = result.samples.contention.warning()
-        if warning:
-            warnings.warn(f"{result.case.id}: {warning}", stacklevel=2)
-
     def _open_workload(self, case: PerfCase, tail: TailSetting | None) -> Workload:
-        """The case's workload for a traffic scenario; --perf-inject-delay slows every call
-        of it, as it slows single-stream calls (a check of the suite's own detection)."""
         check_available(resolve_provider(case.provider))
         settings = self.settings(case.provider)
         if tail is not None:
             settings = dataclasses.replace(
                 settings, intra_op_threads=tail.threads, spinning=tail.spinning
             )
-        model, _ = self.models.resolve(case, settings)
-        dims, fixed = self.options.dims, self.options.fixed_inputs
-        workload = open_workload(
-            model.path, case, settings,
-            lambda length: case_inputs(model.path, length, dims, fixed), model.key,
-        )  # fmt: skip
-        delay_ms = self.options.policy.inject_delay_ms
-        if not delay_ms:
-            return workload
-        slowed = tuple(functools.partial(timed, call, delay_ms) for call in workload.calls)
-        return dataclasses.replace(workload, calls=slowed)
+        return traffic_workload(self.models, self.options, settings, case)
 
     def measure_torch(self, case: PerfCase) -> LatencyResult:
         """The torch eager reference row: what ONNX Runtime bought, on the same CPU threads."""
@@ -192,14 +203,10 @@ class PerfRun:
     def measure_concurrency(self, case: PerfCase) -> ConcurrencyResult:
         check_available(resolve_provider(case.provider))
         model, _ = self.models.resolve(case, self.settings(case.provider))
+        options = self.options
         result = measure_model_concurrency(
-            case,
-            model,
-            self.settings(case.provider),
-            self.options.dims,
-            self.options.fixed_inputs,
-            self.options.concurrency,
-            self.options.concurrency_seconds,
-        )
+            case, model, self.settings(case.provider), options.dims, options.fixed_inputs,
+            options.concurrency, options.concurrency_seconds,
+        )  # fmt: skip
         self.concurrency_results.append((case, result))
         return result

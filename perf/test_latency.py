@@ -18,6 +18,7 @@ from perf.measurement import LatencyResult
 from perf.plugin import record_samples
 from perf.run import PerfRun
 from perf.scenarios.ab import ABOutcome
+from perf.scenarios.server import stored_row
 from perf.stats.outcome import Outcome, UndecidedPolicy
 
 
@@ -106,6 +107,8 @@ def _against(
         _record(request, samples, {"against": outcome.to_dict(), "samples_ms": list(samples)})
     title = f"is slower than at {outcome.ref}" if outcome.regressed else f"vs {outcome.ref}"
     message = f"{outcome.case_id} {title}\n{outcome.reason}"
+    if outcome.explained is not None:
+        message += f"\nwhy: {outcome.explained.line()}"
     failure = settle(outcome.outcome, message, run.options.undecided)
     if failure:
         pytest.fail(failure, pytrace=False)
@@ -127,7 +130,7 @@ def test_server(
     interleaved rounds (perf.scenarios.server_ab), or on the stored runs."""
     case, rate = server_case
     if perf_run.against is not None:
-        _against(lambda: perf_run.compare_server_against(case, rate), perf_run, request)
+        _against(lambda: perf_run.compare_against(case, rate), perf_run, request)
         return
     with unavailable_or_refused(perf_run.options.debug):
         result = perf_run.traffic.measure_server(case, rate, budget_for(case, perf_run.rules))
@@ -137,7 +140,7 @@ def test_server(
         warnings.warn(f"{case.id} at {rate:g} req/s: {flag}", stacklevel=1)
     failures = []
     if perf_run.options.compare:
-        failures.append(_vs_stored(result.stored_row(), perf_run, benchmark))
+        failures.append(_vs_stored(stored_row(result), perf_run, benchmark))
     if result.verdict.fails:
         reasons = "; ".join(d.reason for d in result.decisions if d.verdict.fails)
         failures.append(f"{case.id} at {rate:g} req/s broke its budget: {reasons}")

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from export.cache import ModelCache
 from export.recipes import parse_variant_name
@@ -116,3 +117,18 @@ def test_perf_profile_adds_each_benchmarks_op_types(suite: Suite, tmp_path: Path
     assert (
         "## Where the time goes, per op type (--perf-profile)" in (report / "report.md").read_text()
     )
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--perf-profile", "--perf-scenario=server", "--perf-rate=2"], "--perf-profile applies"),
+        (["--perf-explain=all"], "--perf-explain all applies to A/B comparisons"),
+        (["--perf-explain=off"], "--perf-explain off applies to A/B comparisons"),
+        (["--perf-explain=why"], "invalid choice: 'why'"),
+    ],
+)
+def test_profiling_options_that_mean_nothing(suite: Suite, args: list[str], expected: str) -> None:
+    result = suite.run(*args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert expected in output(result)

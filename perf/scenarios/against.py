@@ -24,6 +24,7 @@ from perf.measure.sessions import SessionSettings, open_session
 from perf.scenarios.ab import ABOutcome, ABPolicy, Call, measure_sides
 from perf.scenarios.explain import explained
 from perf.scenarios.open_loop import Workload
+from perf.scenarios.server import server_bench
 from perf.scenarios.server_ab import measure_server_pair
 from perf.scenarios.traffic import open_workload
 from perf.stats.outcome import Outcome
@@ -141,7 +142,7 @@ class AgainstGate:
     ) -> ABOutcome:
         """The case's latency under Poisson arrivals at ``rate_rps``, REF's model and this
         tree's serving the same arrivals in interleaved rounds (perf.scenarios.server_ab)."""
-        bench = f"{case.id}-{rate_rps:g}rps"
+        bench = server_bench(case, rate_rps)
 
         def serving(path: Path) -> Callable[[], Workload]:
             return lambda: open_workload(path, case, settings, partial(self.inputs_for, path))

@@ -41,6 +41,11 @@ WARMUP_CALLS = 5
 DEADLINE_FACTOR = 1.5
 
 
+def server_bench(case: PerfCase, rate_rps: float) -> str:
+    """A server row's name in tests, baselines and comparisons: ``<case>-<rate>rps``."""
+    return f"{case.id}-{rate_rps:g}rps"
+
+
 @dataclasses.dataclass(frozen=True)
 class ServerResult:
     case: PerfCase
@@ -56,36 +61,7 @@ class ServerResult:
     @property
     def bench(self) -> str:
         """Its name in baselines and reports (the test's id)."""
-        return f"{self.case.id}-{self.run.rate_rps:g}rps"
-
-    def stored_row(self) -> StoredRow:
-        """This run as a stored baseline keeps it: every request's latency from its scheduled
-        arrival, one session, with the settings that make runs alike (rate, workers, mix)."""
-        if self.contention is None:
-            raise ValueError(f"{self.bench}: a server run without its contention record")
-        latencies = tuple(self.run.values("latency_ms"))
-        # The run's length is its schedule's, however long a slow model took to serve it
-        scheduled_s = (len(latencies) + self.run.unserved) / self.run.rate_rps
-        samples = Samples(
-            first_call_ms=self.first_call_ms[0] if self.first_call_ms else math.nan,
-            warmup_calls=WARMUP_CALLS,
-            warmup_steady=True,
-            samples_ms=latencies,
-            segments=(Segment(len(latencies), self.run.seconds),),
-            stopped_because="the schedule was served",
-            sampling_seconds=scheduled_s,
-            contention=self.contention,
-        )
-        workload = self.workload
-        settings = {
-            **(workload.settings if workload else {}),
-            "scenario": "server",
-            "workers": self.run.workers,
-            "mix": [list(m) for m in self.case.mix],
-            "scenario_code": scenario_code_digest(),
-        }
-        key = workload.model_key if workload else None
-        return StoredRow(self.bench, self.case, settings, samples, key, self.run.rate_rps)
+        return server_bench(self.case, self.run.rate_rps)
 
     @property
     def verdict(self) -> Outcome:
@@ -155,6 +131,36 @@ class ServerResult:
             "verdict": self.verdict.value,
             "budget": [d.to_dict() for d in self.decisions],
         }
+
+
+def stored_row(result: ServerResult) -> StoredRow:
+    """This run as a stored baseline keeps it: every request's latency from its scheduled
+    arrival, one session, with the settings that make runs alike (rate, workers, mix)."""
+    if result.contention is None:
+        raise ValueError(f"{result.bench}: a server run without its contention record")
+    latencies = tuple(result.run.values("latency_ms"))
+    # The run's length is its schedule's, however long a slow model took to serve it
+    scheduled_s = (len(latencies) + result.run.unserved) / result.run.rate_rps
+    samples = Samples(
+        first_call_ms=result.first_call_ms[0] if result.first_call_ms else math.nan,
+        warmup_calls=WARMUP_CALLS,
+        warmup_steady=True,
+        samples_ms=latencies,
+        segments=(Segment(len(latencies), result.run.seconds),),
+        stopped_because="the schedule was served",
+        sampling_seconds=scheduled_s,
+        contention=result.contention,
+    )
+    workload = result.workload
+    settings = {
+        **(workload.settings if workload else {}),
+        "scenario": "server",
+        "workers": result.run.workers,
+        "mix": [list(m) for m in result.case.mix],
+        "scenario_code": scenario_code_digest(),
+    }
+    key = workload.model_key if workload else None
+    return StoredRow(result.bench, result.case, settings, samples, key, result.run.rate_rps)
 
 
 def requests_for(rate_rps: float, max_seconds: float) -> int:

@@ -23,6 +23,7 @@ from perf.scenarios.ab import ABOutcome
 from perf.scenarios.against import ab_policy, measure_pair
 from perf.scenarios.explain import explained
 from perf.scenarios.open_loop import Workload
+from perf.scenarios.server import server_bench
 from perf.scenarios.server_ab import measure_server_pair
 from perf.scenarios.traffic import open_workload
 from perf.stats.outcome import Outcome
@@ -79,7 +80,7 @@ def side_by_side_with_stored(
 
     weights = tuple(w for _, w in case.mix) or (1.0,)
     outcome = measure_server_pair(
-        f"{case.id}-{rate_rps:g}rps", label, serving(stored.path), serving(head.path),
+        server_bench(case, rate_rps), label, serving(stored.path), serving(head.path),
         rate_rps, workers or 1, weights, settings.to_dict(), policy, progress,
     )  # fmt: skip
     return explained(outcome, stored.path, head.path, settings, inputs, policy)
