@@ -31,6 +31,8 @@ VARIANTS: dict[str, str] = {
     "ort-opt": "offline ONNX Runtime graph optimization (ORT_ENABLE_EXTENDED, portable)",
     "int8": "dynamic INT8 of MatMul/Gemm after quant_pre_process, same numbers on every x86 ISA",
     "int8-conv": "the seed's recipe (Conv -> ConvInteger too), same numbers on every x86 ISA",
+    "int8-full": "the conv front end as MatMul, then dynamic INT8 of every MatMul/Gemm, "
+    "same numbers on every x86 ISA",
     "fp16": "float16 weights and compute, float32 inputs/outputs (for GPU providers)",
 }
 # Dynamic INT8 that onnxruntime's CPU kernels compute alike on every x86 ISA. Full-range int8
@@ -44,6 +46,8 @@ QUANTIZATION: dict[str, dict[str, Any]] = {
     # CPU builds cannot run and which is slower than float conv where they can).
     "int8": {**_PORTABLE_INT8, "op_types_to_quantize": ["MatMul", "Gemm"]},
     "int8-conv": {**_PORTABLE_INT8, "op_types_to_quantize": None},
+    # The convs as MatMuls (export/conv_as_matmul.py) get MatMulInteger like the rest
+    "int8-full": {**_PORTABLE_INT8, "op_types_to_quantize": ["MatMul", "Gemm"]},
 }
 
 # Variants a user's own ONNX file can get (its fp32 is the file itself).

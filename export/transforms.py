@@ -14,6 +14,7 @@ from typing import Any
 
 import onnx
 
+from export.conv_as_matmul import conv_to_matmul
 from export.layout import MODEL_FILE, save_with_external_data
 from export.recipes import QUANTIZATION
 
@@ -105,6 +106,18 @@ def quantize_int8_conv(parent: Path, out_dir: Path) -> dict[str, Any]:
     return _quantize(parent, out_dir, "int8-conv")
 
 
+def quantize_int8_full(parent: Path, out_dir: Path) -> dict[str, Any]:
+    """The conv front end as MatMul (export/conv_as_matmul.py), then dynamic INT8 of every
+    MatMul/Gemm with the portable recipe."""
+    model = onnx.load(str(parent))
+    rewrite = conv_to_matmul(model)
+    with tempfile.TemporaryDirectory(dir=out_dir) as scratch:
+        rewritten = Path(scratch) / MODEL_FILE
+        save_with_external_data(model, rewritten)
+        del model
+        return {**rewrite, **_quantize(rewritten, out_dir, "int8-full")}
+
+
 def convert_fp16(parent: Path, out_dir: Path) -> dict[str, Any]:
     from onnxruntime.transformers.float16 import convert_float_to_float16
     from onnxruntime.transformers.onnx_model import OnnxModel
@@ -133,5 +146,6 @@ TRANSFORMS: dict[str, Callable[[Path, Path], dict[str, Any]]] = {
     "ort-opt": ort_optimize,
     "int8": quantize_int8,
     "int8-conv": quantize_int8_conv,
+    "int8-full": quantize_int8_full,
     "fp16": convert_fp16,
 }
