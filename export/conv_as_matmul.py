@@ -7,9 +7,9 @@ onnxruntime's ConvInteger on CPU is slower than its float Conv). onnxruntime's M
 kernels are fast. A Conv with one group, no padding and no dilation is a strided unfold and a
 MatMul::
 
-    X [N, C, L] --Slice(start k, step S) for k < K--> K x [N, C, L'] --Concat(axis 1)-->
-    [N, K*C, L'] --Transpose--> [N, L', K*C] --MatMul W'[K*C, O] (+ bias)--> [N, L', O]
-    --Transpose--> Y [N, O, L']
+    X [N, C, L] --Transpose--> [N, L, C] --Slice(rows from k, step S) for k < K-->
+    K x [N, L', C] --Concat(axis 2)--> [N, L', K*C] --MatMul W'[K*C, O] (+ bias)-->
+    [N, L', O] --Transpose--> Y [N, O, L']
 
 with ``W'[k*C + c, o] = W[o, c, k]`` and each slice ending ``K-1-k`` elements before the end,
 so it holds exactly ``L' = (L - K) // S + 1`` columns at any input length. The MatMul's weight
@@ -83,21 +83,25 @@ def _as_matmul(
         graph.initializer.append(numpy_helper.from_array(value, f"{prefix}/{name}"))
         return f"{prefix}/{name}"
 
-    axes, steps = constant("axes", np.array([2])), constant("steps", np.array([stride]))
-    slices, new = [], []
+    # Time-major first: the taps are then strided rows of C contiguous floats (cheap copies),
+    # not a strided gather along the innermost axis, and the Transposes of consecutive
+    # rewritten convs meet around their elementwise activations, where onnxruntime cancels them
+    axes, steps = constant("axes", np.array([1])), constant("steps", np.array([stride]))
+    rows_in = f"{prefix}/time_major"
+    new = [helper.make_node("Transpose", [node.input[0]], [rows_in], perm=[0, 2, 1],
+                            name=f"{prefix}/Transpose_in")]  # fmt: skip
+    slices = []
     for k in range(kernel):
         after = kernel - 1 - k  # elements the last window leaves after this tap
         start = constant(f"start{k}", np.array([k]))
         end = constant(f"end{k}", np.array([-after if after else INT64_MAX]))
         slices.append(f"{prefix}/tap{k}")
-        new.append(helper.make_node("Slice", [node.input[0], start, end, axes, steps],
+        new.append(helper.make_node("Slice", [rows_in, start, end, axes, steps],
                                     [slices[-1]], name=f"{prefix}/Slice{k}"))  # fmt: skip
     unfolded = weight.transpose(2, 1, 0).reshape(kernel * in_channels, out_channels)
     matmul_weight = constant("weight", np.ascontiguousarray(unfolded))
     new += [
-        helper.make_node("Concat", slices, [f"{prefix}/unfolded"], axis=1, name=f"{prefix}/Concat"),
-        helper.make_node("Transpose", [f"{prefix}/unfolded"], [f"{prefix}/rows"], perm=[0, 2, 1],
-                         name=f"{prefix}/Transpose_in"),
+        helper.make_node("Concat", slices, [f"{prefix}/rows"], axis=2, name=f"{prefix}/Concat"),
         helper.make_node("MatMul", [f"{prefix}/rows", matmul_weight], [f"{prefix}/product"],
                          name=f"{prefix}/MatMul"),
     ]  # fmt: skip
