@@ -6,6 +6,7 @@
         --slower-tree ../slower --runs 20 --out baselines/calibration/against-cnn-fp32-20s
     python -m perf.calibration index baselines/calibration     # a table of every series
     python -m perf.calibration spread baselines/calibration    # A/A drift, re-judged
+    python -m perf.calibration changes baselines/calibration   # change points on real runs
 
 ``--slower-tree`` is a second checkout of this repository whose uncommitted change makes the
 model really slower (a graph or config change, not a sleep); its ``HEAD`` is this tree's commit.
@@ -43,6 +44,7 @@ from perf.baselines.store import load_baseline
 from perf.files import atomic_write_bytes
 from perf.measure.contention import DEFAULT_THRESHOLD_CORES
 from perf.measure.fingerprint import cpu_info, normalise_isa_flags
+from perf.stats.change_points import change_points
 from perf.stats.compare import RunSummary, compare_runs
 from perf.stats.outcome import Outcome
 
@@ -339,6 +341,38 @@ def spread_table(root: Path) -> str:
 QUANTILES = {"P50": 0.5, "P95": 0.95, "P99": 0.99}
 
 
+def changes_table(root: Path) -> str:
+    """Change-point detection (perf.stats.change_points) on each series' real runs: its A/A
+    runs alone, in the order they ran (every change point found is false), and its A/A runs
+    followed by its A/B runs (a real slower graph; the change belongs at the first A/B run).
+    The runs of a series alternated in time; the second series puts them in two blocks."""
+    lines = [
+        "| series | A/A runs | false change points in A/A | A/A then A/B: change points "
+        "(first A/B run = the change) |",
+        "|---|---|---|---|",
+    ]
+    false = found = series_count = 0
+    for folder in sorted(p.parent for p in root.glob("*/runs.json")):
+        rows = [r for r in _rows(folder) if not r.get("redone") and r.get("median_ms")]
+        aa = [r["median_ms"] for r in rows if r["kind"] == "aa"]
+        ab = [r["median_ms"] for r in rows if r["kind"] == "ab"]
+        if len(aa) < 6 or len(ab) < 3:
+            continue
+        series_count += 1
+        in_aa = change_points(aa)
+        both = change_points(aa + ab)
+        at = [c.index for c in both]
+        hit = bool(at) and abs(at[0] - len(aa)) <= 1
+        false += len(in_aa)
+        found += hit
+        where = ", ".join(f"run {i + 1} (x{c.ratio:.3f})" for i, c in zip(at, both, strict=True))
+        lines.append(f"| {folder.name} | {len(aa)} | {len(in_aa)} | {where or 'none'}; the "
+                     f"change is at run {len(aa) + 1} |")  # fmt: skip
+    lines.append(f"\n{series_count} series: {false} false change points in their A/A runs; the "
+                 f"change found within one run of the first A/B run in {found}.")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
 def _rows(folder: Path) -> list[dict[str, Any]]:
     path = folder / "runs.json"
     return json.loads(path.read_text()) if path.exists() else []
@@ -364,7 +398,7 @@ def _current(stored: list[RunSummary], row: dict[str, Any]) -> RunSummary:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    tables = {"index": index_table, "spread": spread_table}
+    tables = {"index": index_table, "spread": spread_table, "changes": changes_table}
     if argv[:1] and argv[0] in tables:
         root = Path(argv[1] if len(argv) > 1 else "baselines/calibration")
         print(tables[argv[0]](root), end="")

@@ -3,8 +3,9 @@
 Reads the run records of ``--perf-history DIR`` (perf.baselines.history) and prints, per
 machine and benchmark, one line per run (oldest first): when, the commit (``+`` when the tree
 was dirty), P50 and P99 with the P99's interval, calls, and the outcome; then a sparkline of the
-P50s. ``--last N`` keeps the newest N runs of each. Change-point detection is not here yet
-(issue #24): this shows the series it will read.
+P50s and the series' change points (perf.stats.change_points: binary segmentation with a
+max-t permutation test on log P50, each with the commit of the first run after it, its size
+with an interval and its p-value). ``--last N`` keeps the newest N runs of each.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from perf.baselines.history import HistoryError, load_records
+from perf.stats.change_points import MIN_RUNS, change_points
 
 BARS = "▁▂▃▄▅▆▇█"
 
@@ -58,7 +60,12 @@ def render(records: Sequence[dict[str, Any]], last: int | None = None) -> str:
                 f"  {r['when']}  {r['commit']:<9}  P50 {_ms(r['p50'])} ms  "
                 f"P99 {_ms(p99['value'])} ms {interval}  n={r['n']}  {r['outcome']}"
             )
-        lines.append(f"  P50 {sparkline([r['p50'] for r in rows])}")
+        p50s = [r["p50"] for r in rows]
+        lines.append(f"  P50 {sparkline(p50s)}")
+        found = change_points(p50s)
+        lines += [f"  {c.describe(rows[c.index]['commit'])}" for c in found]
+        if not found and len(rows) >= 2 * MIN_RUNS:
+            lines.append("  no change point (max-t permutation test, p <= 0.01)")
     return "\n".join(lines) + "\n" if lines else "no run records\n"
 
 

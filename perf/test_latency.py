@@ -149,8 +149,10 @@ def test_server(
         pytest.fail("\n\n".join(failed), pytrace=False)
 
 
-def test_peak_rate(peak_case: PerfCase, perf_run: PerfRun) -> None:
-    """--perf-rate peak: the highest Poisson rate whose P99 is proven under --perf-slo-ms."""
+def test_peak_rate(peak_case: PerfCase, perf_run: PerfRun, request: pytest.FixtureRequest) -> None:
+    """--perf-rate peak: the highest Poisson rate whose P99 is proven under --perf-slo-ms. With
+    --perf-against, REF's model and this tree's then serve that rate as a server A/B: a model
+    that lost capacity queues more there."""
     with unavailable_or_refused(perf_run.options.debug):
         result = perf_run.traffic.find_peak(peak_case, budget_for(peak_case, perf_run.rules))
     for point in result.points:
@@ -161,6 +163,9 @@ def test_peak_rate(peak_case: PerfCase, perf_run: PerfRun) -> None:
                      perf_run.options.undecided)  # fmt: skip
     if failure:
         pytest.fail(failure, pytrace=False)
+    if perf_run.against is not None and result.proven_rps > 0:
+        rate = result.proven_rps
+        _against(lambda: perf_run.compare_against(peak_case, rate), perf_run, request)
 
 
 def test_tail_settings(tail_case: tuple[PerfCase, float], perf_run: PerfRun) -> None:

@@ -153,3 +153,19 @@ def test_the_history_command_names_a_missing_folder(tmp_path: Path) -> None:
     with pytest.raises(SystemExit) as exit_:
         history.main([str(tmp_path / "none")])
     assert exit_.value.code == 2
+
+
+def test_the_history_command_names_the_commit_where_p50_changed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for i in range(16):
+        p50 = (20.0 if i < 8 else 25.0) * (1 + 0.01 * (i % 3))
+        record = _measured(f"{i:x}" * 40, p50)
+        record["recorded_at"] = f"2026-12-01T00:{i:02d}:00+00:00"
+        write_record(tmp_path, record)
+
+    assert history.main([str(tmp_path)]) == 0
+
+    out = capsys.readouterr().out
+    assert "change at 88888888: P50 x1.2" in out  # the first run of the slower commit
+    assert "8 runs before, 8 after" in out

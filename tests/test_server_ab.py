@@ -224,3 +224,21 @@ def test_a_server_row_is_not_judged_on_runs_at_another_worker_count(
     text = output(other)
     assert other.ret == 1, text
     assert "refused, the runs differ in: workers: baseline 1 != current 2" in text
+
+
+def test_against_head_compares_the_peak_rate_found(suite: Suite, tmp_path: Path) -> None:
+    _repo_with_export(suite.pytester.path)
+    report = tmp_path / "report"
+
+    result = suite.run(
+        "--perf-scenario=server", "--perf-rate=peak", "--perf-slo-ms=50", "--perf-max-time=10",
+        "--perf-against=HEAD", f"--perf-report={report}", target="test_latency.py",
+    )  # fmt: skip
+
+    text = output(result)
+    assert result.ret == 0, text
+    data = json.loads((report / "report.json").read_text())
+    (peak,) = [r for r in data["scenarios"] if r["scenario"] == "peak"]
+    (row,) = data["against"]
+    assert row["id"] == f"tiny/fp32-cpu-3s-{peak['peak_rps']:g}rps"
+    assert row["outcome"] == "unchanged"
