@@ -231,7 +231,7 @@ def test_against_head_compares_the_peak_rate_found(suite: Suite, tmp_path: Path)
     report = tmp_path / "report"
 
     result = suite.run(
-        "--perf-scenario=server", "--perf-rate=peak", "--perf-slo-ms=50", "--perf-max-time=10",
+        "--perf-scenario=server", "--perf-rate=peak", "--perf-slo-ms=1000", "--perf-max-time=30",
         "--perf-against=HEAD", f"--perf-report={report}", target="test_latency.py",
     )  # fmt: skip
 
