@@ -5,7 +5,8 @@ machine and benchmark, one line per run (oldest first): when, the commit (``+`` 
 was dirty), P50 and P99 with the P99's interval, calls, and the outcome; then a sparkline of the
 P50s and the series' change points (perf.stats.change_points: binary segmentation with a
 max-t permutation test on log P50, each with the commit of the first run after it, its size
-with an interval and its p-value). ``--last N`` keeps the newest N runs of each.
+with an interval and its p-value). ``--last N`` keeps the newest N runs of each; ``--page
+FILE`` also writes them as one self-contained HTML page (perf.reports.history_page).
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from perf.baselines.history import HistoryError, load_records
+from perf.files import atomic_write_text
+from perf.reports.history_page import render_page
 from perf.stats.change_points import MIN_RUNS, change_points
 
 BARS = "▁▂▃▄▅▆▇█"
@@ -42,7 +45,8 @@ def series(records: Sequence[dict[str, Any]]) -> dict[tuple[str, str], list[dict
         for name, bench in record["benchmarks"].items():
             pct = bench["latency_ms"]["percentiles"]
             table[(record.get("machine_id", "?"), name)].append({
-                "when": record["recorded_at"], "commit": label, "p50": pct["p50"]["value"],
+                "when": record["recorded_at"], "commit": label, "sha": commit.get("sha"),
+                "p50": pct["p50"]["value"],
                 "p99": pct["p99"], "n": bench["latency_ms"].get("n"), "outcome": bench["outcome"],
             })  # fmt: skip
     return dict(table)
@@ -77,6 +81,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m perf.history", description=__doc__)
     parser.add_argument("directory", type=Path, help="the --perf-history folder")
     parser.add_argument("--last", type=int, default=None, help="the newest N runs of each")
+    parser.add_argument(
+        "--page", type=Path, default=None,
+        help="also write the history as one self-contained HTML page (inline SVG) here",
+    )  # fmt: skip
+    parser.add_argument(
+        "--commit-url", default=None,
+        help="link commits on the page, e.g. https://github.com/ORG/REPO/commit/{sha}",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     if not args.directory.is_dir():
         parser.error(f"{args.directory}: no such folder (write one with --perf-history DIR)")
@@ -86,6 +98,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(render(records, args.last), end="")
+    if args.page is not None:
+        table = {key: rows[-args.last :] if args.last else rows
+                 for key, rows in series(records).items()}  # fmt: skip
+        atomic_write_text(args.page, render_page(table, args.commit_url))
+        print(f"history page: {args.page}")
     return 0
 
 

@@ -169,3 +169,56 @@ def test_the_history_command_names_the_commit_where_p50_changed(
     out = capsys.readouterr().out
     assert "change at 88888888: P50 x1.2" in out  # the first run of the slower commit
     assert "8 runs before, 8 after" in out
+
+
+def _stepped_history(tmp_path: Path) -> Path:
+    for i in range(16):
+        p50 = (20.0 if i < 8 else 25.0) * (1 + 0.01 * (i % 3))
+        record = _measured(f"{i:x}" * 40, p50)
+        record["recorded_at"] = f"2026-12-01T00:{i:02d}:00+00:00"
+        write_record(tmp_path / "store", record)
+    return tmp_path / "store"
+
+
+def test_the_history_page_draws_each_series_and_its_change_point(tmp_path: Path) -> None:
+    from html.parser import HTMLParser
+
+    store = _stepped_history(tmp_path)
+    page = tmp_path / "history.html"
+
+    assert history.main([str(store), "--page", str(page),
+                         "--commit-url", "https://example.org/c/{sha}"]) == 0  # fmt: skip
+
+    text = page.read_text()
+    tags: list[str] = []
+
+    class Tags(HTMLParser):
+        def handle_starttag(self, tag: str, attrs: list) -> None:
+            tags.append(tag)
+
+    Tags().feed(text)
+    assert tags.count("svg") == 1 and tags.count("circle") == 16
+    assert tags.count("polyline") == 2  # P50 and P99
+    assert "<script" not in text and "http-equiv" not in text  # self-contained, nothing fetched
+    assert 'class="change"' in text and ">x1.2" in text
+    assert '<a href="https://example.org/c/' + "8" * 40 + '">88888888</a>' in text
+
+
+def test_the_history_page_renders_in_a_real_browser(tmp_path: Path) -> None:
+    import shutil as shell
+    import subprocess
+
+    browser = next((shell.which(b) for b in ("chromium", "chromium-browser", "google-chrome")
+                    if shell.which(b)), None)  # fmt: skip
+    if browser is None:
+        pytest.skip("no headless browser: apt install chromium to render the page in a test")
+    page = tmp_path / "history.html"
+    history.main([str(_stepped_history(tmp_path)), "--page", str(page)])
+    shot = tmp_path / "shot.png"
+    done = subprocess.run(
+        [browser, "--headless", "--no-sandbox", "--disable-gpu", f"--screenshot={shot}",
+         "--window-size=900,400", page.as_uri()],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert shot.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
