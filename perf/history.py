@@ -73,6 +73,31 @@ def render(records: Sequence[dict[str, Any]], last: int | None = None) -> str:
     return "\n".join(lines) + "\n" if lines else "no run records\n"
 
 
+def markdown(records: Sequence[dict[str, Any]], last: int | None = 20) -> str:
+    """A table per machine for a CI job summary: benchmark, runs, the last P50 and P99 (with
+    its interval), a sparkline of the last ``last`` P50s, and the last change point."""
+    table = series(records)
+    lines = []
+    for machine in sorted({m for m, _ in table}):
+        lines += [f"### Latency history on machine {machine}", "",
+                  "| benchmark | runs | last P50 | last P99 [95% CI] | P50, last runs | "
+                  "last change point |", "|---|---|---|---|---|---|"]  # fmt: skip
+        for (mine, name), rows in sorted(table.items()):
+            if mine != machine:
+                continue
+            p99 = rows[-1]["p99"]
+            found = change_points([r["p50"] for r in rows])
+            change = found[-1].describe(rows[found[-1].index]["commit"]) if found else "none"
+            shown = rows[-last:] if last else rows
+            lines.append(
+                f"| {name} | {len(rows)} | {_ms(rows[-1]['p50'])} ms | {_ms(p99['value'])} ms "
+                f"[{_ms(p99.get('low'))}, {_ms(p99.get('high'))}] | "
+                f"{sparkline([r['p50'] for r in shown])} | {change} |"
+            )
+        lines.append("")
+    return "\n".join(lines) + "\n" if lines else "No run records.\n"
+
+
 def _ms(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.1f}"
 
@@ -81,6 +106,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m perf.history", description=__doc__)
     parser.add_argument("directory", type=Path, help="the --perf-history folder")
     parser.add_argument("--last", type=int, default=None, help="the newest N runs of each")
+    parser.add_argument(
+        "--markdown", action="store_true",
+        help="print a table per machine for a CI job summary instead of the runs",
+    )  # fmt: skip
     parser.add_argument(
         "--page", type=Path, default=None,
         help="also write the history as one self-contained HTML page (inline SVG) here",
@@ -97,7 +126,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except HistoryError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    print(render(records, args.last), end="")
+    print(markdown(records, args.last) if args.markdown else render(records, args.last), end="")
     if args.page is not None:
         table = {key: rows[-args.last :] if args.last else rows
                  for key, rows in series(records).items()}  # fmt: skip

@@ -222,3 +222,15 @@ def test_the_history_page_renders_in_a_real_browser(tmp_path: Path) -> None:
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert shot.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+
+
+def test_the_job_summary_table_has_a_row_per_benchmark_with_its_last_change(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert history.main([str(_stepped_history(tmp_path)), "--markdown"]) == 0
+
+    out = capsys.readouterr().out
+    assert out.startswith("### Latency history on machine ")
+    assert "| benchmark | runs | last P50 | last P99 [95% CI] | P50, last runs |" in out
+    (row,) = [line for line in out.splitlines() if line.startswith("| cnn/fp32-cpu-3s |")]
+    assert "| 16 |" in row and "change at 88888888: P50 x1.2" in row
