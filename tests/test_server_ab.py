@@ -106,6 +106,9 @@ def test_both_sides_of_a_round_serve_the_same_arrivals() -> None:
 def test_rounds_are_long_enough_for_a_queue_to_form() -> None:
     assert round_requests(2.0) == 10  # slow models: at least ten arrivals
     assert round_requests(40.0) == 100  # ~2.5 s of arrivals
+    # A 30 s cap holds a dozen rounds of both sides: 1.25 s of arrivals each
+    assert round_requests(20.0, max_seconds=30.0) == 25
+    assert round_requests(20.0, max_seconds=120.0) == round_requests(20.0, max_seconds=60.0) == 50
 
 
 @pytest.mark.usefixtures("no_full_collections")

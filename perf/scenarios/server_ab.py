@@ -2,7 +2,8 @@
 same Poisson arrivals, in interleaved rounds (``--perf-against`` and ``--benchmark-compare`` for
 ``--perf-scenario server`` rows).
 
-A round serves ``requests`` arrivals at the rate on one side, then the same arrivals (the same
+A round serves ~2.5 s of arrivals (less under a short time cap, so that it holds a dozen
+rounds; at least 10 arrivals) at the rate on one side, then the same arrivals (the same
 seed: common random numbers, so the arrival pattern's own luck cancels in the round's ratio) on
 the other, in random order; every few rounds both sessions are made anew, as in the single-stream
 A/B (perf.scenarios.ab, whose scheduler and paired statistics this reuses). What is compared per
@@ -22,13 +23,19 @@ from perf.scenarios.ab import ABOutcome, ABPolicy, measure_sides
 from perf.scenarios.open_loop import Clock, Workload, poisson_schedule, run_open_loop
 from perf.scenarios.server import DEADLINE_FACTOR, WARMUP_CALLS
 
-ROUND_SECONDS = 2.5  # of arrivals per side and round
+ROUND_SECONDS = 2.5  # of arrivals per side and round, at most
+ROUNDS_IN_CAP = 12  # rounds sized so that the time cap holds this many (the paired verdict
+# needs MIN segments of rounds: 9 rounds at the least)
+MIN_ROUND_SECONDS = 0.5
 MIN_ROUND_REQUESTS = 10
 
 
-def round_requests(rate_rps: float) -> int:
-    """Arrivals per side and round: ~ROUND_SECONDS of them, enough for a queue to form."""
-    return max(MIN_ROUND_REQUESTS, math.ceil(rate_rps * ROUND_SECONDS))
+def round_requests(rate_rps: float, max_seconds: float = ROUND_SECONDS * 2 * ROUNDS_IN_CAP) -> int:
+    """Arrivals per side and round: ~ROUND_SECONDS of them, less when the time cap would not
+    hold ROUNDS_IN_CAP rounds of both sides (a 30 s cap: 1.25 s), and enough for a queue to
+    form (MIN_ROUND_REQUESTS)."""
+    seconds = min(ROUND_SECONDS, max(MIN_ROUND_SECONDS, max_seconds / (2 * ROUNDS_IN_CAP)))
+    return max(MIN_ROUND_REQUESTS, math.ceil(rate_rps * seconds))
 
 
 class ServerBlocks:
@@ -36,14 +43,14 @@ class ServerBlocks:
 
     def __init__(
         self, rate_rps: float, workers: int, weights: tuple[float, ...], seed: int = 0,
-        clock: Any = Clock,
+        clock: Any = Clock, max_seconds: float = ROUND_SECONDS * 2 * ROUNDS_IN_CAP,
     ) -> None:  # fmt: skip
         self.rate_rps = rate_rps
         self.workers = workers
         self.weights = weights
         self.seed = seed
         self.clock = clock
-        self.block_calls = round_requests(rate_rps)
+        self.block_calls = round_requests(rate_rps, max_seconds)
         self.unserved = 0  # over all rounds: requests still queued at a round's deadline
         self.late_rounds = 0  # rounds whose load generator fell behind
 
@@ -88,7 +95,7 @@ def measure_server_pair(
     """``open_a``/``open_b`` give a fresh workload (session) of A's and B's model, whose
     lengths are drawn by ``weights``; the verdict is the paired one on the loaded median, with
     the load generator's troubles in the reason."""
-    blocks = ServerBlocks(rate_rps, workers, weights, seed=policy.seed, clock=clock)
+    blocks = ServerBlocks(rate_rps, workers, weights, policy.seed, clock, policy.max_seconds)
     outcome = measure_sides(
         bench, label, open_a, open_b,
         {**settings, "scenario": "server", "rate_rps": rate_rps, "workers": workers},
