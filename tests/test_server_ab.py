@@ -150,7 +150,7 @@ def test_a_changed_artifact_serves_refs_arrivals_interleaved(model_cache: Path) 
 
     assert outcome.measured is not None and ref.built == ["tiny/fp32"]
     first = outcome.measured.rounds[0]
-    assert len(first.a_ms) == len(first.b_ms) == round_requests(50.0)
+    assert len(first.a_ms) == len(first.b_ms) == round_requests(50.0, max_seconds=1.0)
     assert outcome.to_dict()["settings"]["rate_rps"] == 50.0
 
 
