@@ -657,3 +657,17 @@ def test_runs_timed_by_other_measuring_code_are_refused(
 
     assert check.outcome is Outcome.REFUSED
     assert "measuring_code: baseline '0ld5amp1ingc0de' != current" in check.message
+
+
+def test_stored_runs_that_disagree_wildly_cannot_clear_the_same_artifact(tmp_path: Path) -> None:
+    # One sitting's run over capacity (100x), the others not: the interval spans everything,
+    # and "inside the machine's drift" would clear a x50 run of the same artifact
+    for seed, median in enumerate((2.0, 200.0, 2.0)):
+        result = make_result(make_samples(latencies(median, seed=100 + seed)))
+        save_baselines(tmp_path, MACHINE, SOFTWARE, {BENCH: baseline_entry(result)})
+    baseline = find_baseline(tmp_path, MACHINE, SOFTWARE)
+
+    check = judge(baseline, make_samples(latencies(100.0)))
+
+    assert check.outcome is Outcome.UNDECIDED
+    assert "within this machine's drift" not in check.message

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -80,6 +81,18 @@ def baseline_entry(result: LatencyResult | StoredRow) -> BaselineEntry:
 
 # A run whose length differs more than this from the stored runs' is not their like.
 RUN_LENGTH_TOLERANCE = 0.25
+# The widest P50 interval (high / low) still read as "this machine's drift": the calibration
+# series' unchanged verdicts reached 1.64 (cnn/fp32, 120 s, 3 stored runs). Stored runs that
+# disagree more than that (a server run over capacity in one sitting, not in another) leave
+# the verdict undecided: such a baseline cannot clear anything.
+MAX_DRIFT_INTERVAL_WIDTH = 2.0
+
+
+def _within_drift(comparison: Comparison) -> bool:
+    p50 = comparison.change_at(0.5)
+    if p50 is None or not (p50.ratio_low > 0 and math.isfinite(p50.ratio_high)):
+        return False
+    return p50.ratio_high / p50.ratio_low <= MAX_DRIFT_INTERVAL_WIDTH
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,6 +132,7 @@ class StoredRuns:
             and not self.notes  # nothing forced past a difference in settings or machine
             and outcome is Outcome.UNDECIDED
             and comparison.baseline_runs >= MIN_BASELINE_RUNS
+            and _within_drift(comparison)
         ):
             # Nothing that builds or times the model differs from the stored runs': a move
             # inside the machine's drift is the machine's. Outside it (slower/faster), it stands.
