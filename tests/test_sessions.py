@@ -12,11 +12,11 @@ import pytest
 from onnx import TensorProto, helper
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 
+from perf.measure.profile import CallProfile, NodeRun, node_providers
 from perf.measure.sessions import (
     ModelLoadError,
     ProviderSkip,
     SessionSettings,
-    _count_node_providers,
     build_session_options,
     node_placement,
     open_session,
@@ -331,17 +331,12 @@ def test_node_placement_on_cpu(
 
 
 def test_node_placement_counts_each_node_once() -> None:
-    def node(name: str, provider: str) -> dict[str, Any]:
-        return {"cat": "Node", "name": f"{name}_kernel_time", "args": {"provider": provider}}
+    def node(name: str, provider: str) -> NodeRun:
+        return NodeRun(name, "Op", "Op []", 1.0, 1, provider)
 
-    events = [
-        {"cat": "Session", "name": "model_run", "args": {}},
-        node("conv", CUDA),
-        node("conv", CUDA),
-        node("shape", CPU),
-        node("gather", CPU),
-        node("matmul", CUDA),
-        node("memcpy", CUDA),
-        {"cat": "Node", "name": "conv_fence_before", "args": {}},
-    ]
-    assert _count_node_providers(events) == {CUDA: 3, CPU: 2}
+    calls = [
+        CallProfile(10.0, (node("conv", CUDA), node("conv", CUDA), node("shape", CPU),
+                           node("gather", CPU), node("matmul", CUDA), node("memcpy", CUDA))),
+        CallProfile(10.0, (node("conv", CUDA), node("unplaced", ""))),
+    ]  # fmt: skip
+    assert node_providers(calls) == {CUDA: 3, CPU: 2}

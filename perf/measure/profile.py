@@ -20,6 +20,7 @@ import dataclasses
 import json
 import os
 import tempfile
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -127,6 +128,12 @@ class ProfiledSession:
 def _remove_empty(directory: Path) -> None:
     with contextlib.suppress(OSError):  # not empty: someone else's files, left alone
         directory.rmdir()
+
+
+def node_providers(calls: Iterable[CallProfile]) -> dict[str, int]:
+    """Nodes executed by each provider (each node once, however often it ran), most first."""
+    nodes = {node.name: node.provider for call in calls for node in call.nodes if node.provider}
+    return dict(Counter(nodes.values()).most_common())
 
 
 def op_type_breakdown(calls: Iterable[CallProfile]) -> list[dict[str, Any]]:

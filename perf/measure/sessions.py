@@ -7,11 +7,9 @@ ProviderSkip into a pytest skip.
 
 from __future__ import annotations
 
-import json
+import functools
 import os
 import re
-import tempfile
-from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -21,6 +19,7 @@ import numpy as np
 import onnxruntime as ort
 import psutil
 
+from perf.measure.profile import ProfiledSession, node_providers
 from perf.measure.providers import CPU, CUDA, DML, TENSORRT, provider_info, resolve_provider
 
 GRAPH_OPTIMIZATION_LEVELS: dict[str, ort.GraphOptimizationLevel] = {
@@ -193,15 +192,6 @@ def open_session(
     return _create_session(Path(model_path), settings, options)
 
 
-def _count_node_providers(events: list[dict[str, Any]]) -> dict[str, int]:
-    nodes: dict[str, str] = {}
-    for event in events:
-        provider = event.get("args", {}).get("provider")
-        if event.get("cat") == "Node" and provider:
-            nodes[event["name"].removesuffix("_kernel_time")] = provider
-    return dict(Counter(nodes.values()).most_common())
-
-
 def node_placement(
     model_path: Path, settings: SessionSettings, inputs: Mapping[str, np.ndarray]
 ) -> dict[str, int]:
@@ -210,16 +200,9 @@ def node_placement(
     Shows nodes falling back to CPU inside a GPU session. ORT keeps some shape computations on
     CPU on purpose, and inserted Memcpy nodes count too; a fused subgraph (TensorRT) counts once.
     """
-    options = build_session_options(settings)
-    with tempfile.TemporaryDirectory(prefix="ort-profile-") as tmp:
-        options.enable_profiling = True
-        options.profile_file_prefix = str(Path(tmp) / "placement")
-        session = _create_session(Path(model_path), settings, options)
-        session.run(None, dict(inputs))
-        profile = Path(session.end_profiling())
-        events = json.loads(profile.read_text())
-        profile.unlink()
-    return _count_node_providers(events)
+    session = ProfiledSession(functools.partial(open_session, model_path, settings), inputs)
+    session()
+    return node_providers(session.calls())
 
 
 def session_runner(
