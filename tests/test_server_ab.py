@@ -67,7 +67,7 @@ def no_full_collections(monkeypatch: pytest.MonkeyPatch) -> None:
 def _server_ab(a_ms: float, b_ms: float, seed: int, rate_rps: float = 25.0):
     clock = FakeClock(seed)
     policy = ABPolicy(max_seconds=120.0, seed=seed)  # fake seconds
-    blocks = ServerBlocks(rate_rps, 1, (1.0,), seed=seed, clock=clock)
+    blocks = ServerBlocks(rate_rps, 1, seed=seed, clock=clock)
     measured = interleave(
         lambda: clock.workload(a_ms),
         lambda: clock.workload(b_ms),
@@ -94,7 +94,7 @@ def test_the_same_model_is_never_called_slower_or_faster() -> None:
 @pytest.mark.usefixtures("no_full_collections")
 def test_both_sides_of_a_round_serve_the_same_arrivals() -> None:
     clock = FakeClock()
-    blocks = ServerBlocks(25.0, 1, (1.0,), seed=3, clock=clock)
+    blocks = ServerBlocks(25.0, 1, seed=3, clock=clock)
     a = blocks.measure(clock.workload(20.0), round_index=4)
     b = blocks.measure(clock.workload(20.0), round_index=4)
     other_round = blocks.measure(clock.workload(20.0), round_index=5)
@@ -117,7 +117,7 @@ def test_an_overloaded_rate_is_flagged_in_the_reason() -> None:
     outcome = measure_server_pair(
         "m-cpu-3s-100rps", "REF",
         lambda: clock.workload(20.0), lambda: clock.workload(20.0),
-        100.0, 1, (1.0,), {"provider": "cpu"}, ABPolicy(max_seconds=5.0), clock=clock,
+        100.0, 1, {"provider": "cpu"}, ABPolicy(max_seconds=5.0), clock=clock,
     )  # fmt: skip
     assert "unserved at round deadlines: over capacity" in outcome.reason
     assert outcome.case_id == "m-cpu-3s-100rps"

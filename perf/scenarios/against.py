@@ -148,10 +148,9 @@ class AgainstGate:
             return lambda: open_workload(path, case, settings, partial(self.inputs_for, path))
 
         def served(ref_path: Path, head: ResolvedModel) -> ABOutcome:
-            weights = tuple(w for _, w in case.mix) or (1.0,)
             return measure_server_pair(
                 bench, self.ref, serving(ref_path), serving(head.path), rate_rps, workers,
-                weights, settings.to_dict(), self.policy, self.progress,
+                settings.to_dict(), self.policy, self.progress,
             )  # fmt: skip
 
         return self._remember(self._check(case, bench, settings, served))

@@ -42,12 +42,11 @@ class ServerBlocks:
     """A round's measurement of one side: a seeded Poisson schedule served open loop."""
 
     def __init__(
-        self, rate_rps: float, workers: int, weights: tuple[float, ...], seed: int = 0,
-        clock: Any = Clock, max_seconds: float = ROUND_SECONDS * 2 * ROUNDS_IN_CAP,
+        self, rate_rps: float, workers: int, seed: int = 0, clock: Any = Clock,
+        max_seconds: float = ROUND_SECONDS * 2 * ROUNDS_IN_CAP,
     ) -> None:  # fmt: skip
         self.rate_rps = rate_rps
         self.workers = workers
-        self.weights = weights
         self.seed = seed
         self.clock = clock
         self.block_calls = round_requests(rate_rps, max_seconds)
@@ -60,7 +59,7 @@ class ServerBlocks:
 
     def measure(self, workload: Workload, round_index: int) -> tuple[float, ...]:
         schedule = poisson_schedule(
-            self.rate_rps, self.block_calls, self.seed + round_index, self.weights
+            self.rate_rps, self.block_calls, self.seed + round_index, workload.weights
         )
         deadline = self.block_calls / self.rate_rps * DEADLINE_FACTOR
         run = run_open_loop(
@@ -86,16 +85,15 @@ def measure_server_pair(
     open_b: Callable[[], Workload],
     rate_rps: float,
     workers: int,
-    weights: tuple[float, ...],
     settings: Mapping[str, Any],
     policy: ABPolicy,
     progress: Callable[[str], None] | None = None,
     clock: Any = Clock,
 ) -> ABOutcome:
-    """``open_a``/``open_b`` give a fresh workload (session) of A's and B's model, whose
-    lengths are drawn by ``weights``; the verdict is the paired one on the loaded median, with
-    the load generator's troubles in the reason."""
-    blocks = ServerBlocks(rate_rps, workers, weights, policy.seed, clock, policy.max_seconds)
+    """``open_a``/``open_b`` give a fresh workload (session) of A's and B's model (its
+    lengths drawn by the workload's weights); the verdict is the paired one on the loaded
+    median, with the load generator's troubles in the reason."""
+    blocks = ServerBlocks(rate_rps, workers, policy.seed, clock, policy.max_seconds)
     outcome = measure_sides(
         bench, label, open_a, open_b,
         {**settings, "scenario": "server", "rate_rps": rate_rps, "workers": workers},

@@ -78,9 +78,8 @@ def side_by_side_with_stored(
         )
         return lambda: open_workload(path, case, settings, inputs_for)
 
-    weights = tuple(w for _, w in case.mix) or (1.0,)
     outcome = measure_server_pair(
         server_bench(case, rate_rps), label, serving(stored.path), serving(head.path),
-        rate_rps, workers or 1, weights, settings.to_dict(), policy, progress,
+        rate_rps, workers or 1, settings.to_dict(), policy, progress,
     )  # fmt: skip
     return explained(outcome, stored.path, head.path, settings, inputs, policy)
