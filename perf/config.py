@@ -37,6 +37,7 @@ from perf.measure.cases import (
 from perf.measure.providers import default_provider_names, provider_info
 from perf.measure.sampling import SamplingPolicy
 from perf.scenarios.explain import EXPLAIN_CHOICES
+from perf.scenarios.pairs import parse_pairs
 from perf.scenarios.server import SCENARIOS, parse_rates
 from perf.stats.outcome import UndecidedPolicy
 
@@ -83,6 +84,7 @@ class PerfOptions:
     workers: int = 1  # --perf-workers: threads sharing one session in the server scenario
     explain: str = "slower"  # --perf-explain: which A/B verdicts get a per-operator attribution
     profile: bool = False  # --perf-profile: a per-op-type breakdown of each benchmark
+    variant_pairs: tuple[tuple[str, str], ...] = ()  # --perf-compare A,B: variants as an A/B
 
 
 # (option, ini name, help, ini default)
@@ -286,6 +288,14 @@ OPTIONS = (
         help="with --perf-against: also measure benchmarks whose artifact did not change (A/A)",
     ),
     _option(
+        "--perf-compare",
+        action="append",
+        default=[],
+        metavar="A,B",
+        help="A/B of two variants of this commit (e.g. w2v2-base/fp32,w2v2-base/ort-opt): "
+        "interleaved, the ratio B / A with its interval; only the pairs run (repeatable)",
+    ),
+    _option(
         "--perf-explain",
         choices=list(EXPLAIN_CHOICES),
         default="slower",
@@ -436,6 +446,7 @@ def _options(config: pytest.Config) -> PerfOptions:
         workers=config.getoption("perf_workers"),
         explain=config.getoption("perf_explain"),
         profile=config.getoption("perf_profile"),
+        variant_pairs=parse_pairs(config.getoption("perf_compare")),
     )
 
 
@@ -566,11 +577,34 @@ def _check_profiling(options: PerfOptions) -> None:
             "--perf-scenario server/offline or --perf-against); an A/B names the operators "
             "that moved with --perf-explain"
         )
-    if options.explain != "slower" and not (options.against or options.compare):
+    if options.explain != "slower" and not (
+        options.against or options.compare or options.variant_pairs
+    ):
         raise ConfigError(
             f"--perf-explain {options.explain} applies to A/B comparisons: add --perf-against "
-            "REF or --benchmark-compare, or drop it"
+            "REF, --perf-compare A,B or --benchmark-compare, or drop it"
         )
+
+
+def _check_pairs(options: PerfOptions) -> None:
+    """--perf-compare runs only its pairs, single-stream; nothing of it is stored or gated."""
+    if not options.variant_pairs:
+        return
+    clashing = {
+        "--perf-against": options.against is not None,
+        "--benchmark-compare": options.compare,
+        "--perf-save-baseline": options.save_baseline,
+        "--perf-profile": options.profile,
+        "--perf-model": bool(options.model_files),
+        f"--perf-scenario {options.scenario}": options.scenario != "single-stream",
+    }
+    for option, present in clashing.items():
+        if present:
+            raise ConfigError(
+                f"--perf-compare with {option}: a variant pair is its own A/B of two built-in "
+                "variants, one call at a time (it names the operators with --perf-explain); "
+                "run it on its own"
+            )
 
 
 # Numeric options: (option, value of, least allowed, whether the least is allowed, what it is)
@@ -628,6 +662,7 @@ def read_options(config: pytest.Config) -> PerfOptions:
         _check_weights(options.weights)
         _check_output_dirs(config, options)
         _check_scenario(options)
+        _check_pairs(options)
         _check_numbers(options)
     except (SelectionError, GitRefError, UserFileError, ValueError) as error:
         if config.getoption("perf_debug"):

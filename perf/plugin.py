@@ -29,6 +29,7 @@ from perf.reports.report import ReportContent, skipped_from_report, write_report
 from perf.reports.summary import format_table, summary_table
 from perf.run import PerfRun
 from perf.scenarios.offline import DEFAULT_BATCH_SIZES, OFFLINE_HEADERS, offline_rows
+from perf.scenarios.pairs import pair_cases
 from perf.scenarios.server import SERVER_HEADERS, server_bench, server_rows, stored_row
 from perf.scenarios.tail_matrix import MATRIX_HEADERS, matrix_rows
 from perf.stats.compare import MIN_BASELINE_RUNS, format_comparison_table
@@ -93,7 +94,7 @@ def record_samples(benchmark: Any, samples_ms: Sequence[float], extra_info: dict
 
 
 FIXTURES_BY_SCENARIO = {
-    "single-stream": ("perf_case", "eager_case", "concurrency_case"),
+    "single-stream": ("perf_case", "eager_case", "concurrency_case", "pair_case"),
     "server": ("server_case", "peak_case", "tail_case"),
     "offline": ("offline_case",),
 }
@@ -114,6 +115,15 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     (name,) = wanted
     if name not in FIXTURES_BY_SCENARIO[options.scenario]:
         _off(metafunc, name, f"--perf-scenario {options.scenario}")
+        return
+    if (name == "pair_case") != bool(options.variant_pairs):
+        _off(metafunc, name, "--perf-compare runs only its pairs" if options.variant_pairs
+             else "no --perf-compare")  # fmt: skip
+        return
+    if name == "pair_case":
+        pairs = pair_cases(options.variant_pairs, options.providers, options.durations,
+                           options.batch)  # fmt: skip
+        metafunc.parametrize("pair_case", pairs, ids=[p.id for p in pairs])
         return
     cases = build_cases(
         options.variants, options.providers, options.durations, options.batch, options.model_files
@@ -185,7 +195,7 @@ def _write_history(session: pytest.Session) -> None:
     """A record of every run that measured something, passing or not: history keeps both."""
     run = perf_run_of(session.config)
     directory = run.options.history_dir
-    against = [o.to_dict() for o in run.against.outcomes] if run.against else []
+    against = [o.to_dict() for o in run.ab_outcomes]
     if directory is None or not (run.results or run.traffic.rows() or against):
         return
     checks = run.baselines.checks
@@ -216,7 +226,7 @@ def _write_report(session: pytest.Session) -> None:
         comparisons=comparisons,
         skipped=skipped,
         refused=[(case.id, verdict.message()) for case, verdict in run.models.refused],
-        against=[o.to_dict() for o in run.against.outcomes] if run.against else [],
+        against=[o.to_dict() for o in run.ab_outcomes],
         scenarios=run.traffic.rows(),
     )
     paths = write_report(directory, content)
@@ -306,6 +316,10 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         terminalreporter.section(f"A/B against {run.against.ref}")
         for outcome in run.against.outcomes:
             terminalreporter.write_line(outcome.line())
+    if run.pairs:
+        terminalreporter.section("variant pairs: B / A, interleaved (--perf-compare)")
+        for outcome in run.pairs:
+            terminalreporter.write_line(outcome.line())
     line = outcomes_line(run)
     if line:
         terminalreporter.write_line(line, bold=True)
@@ -339,7 +353,7 @@ def _traffic_sections(terminalreporter: pytest.TerminalReporter, run: PerfRun) -
 def outcomes_line(run: PerfRun) -> str | None:
     """Every comparison's outcome counted, and what the inconclusive ones did to the tests."""
     outcomes = [c.outcome for c in run.baselines.checks.values()]
-    outcomes += [o.outcome for o in (run.against.outcomes if run.against else [])]
+    outcomes += [o.outcome for o in run.ab_outcomes]
     if not outcomes:
         return None
     counts = Counter(str(o) for o in outcomes)

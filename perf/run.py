@@ -35,8 +35,9 @@ from perf.measurement import (
     measure_torch_eager,
 )
 from perf.scenarios.ab import ABOutcome
-from perf.scenarios.against import AgainstGate, against_gate
+from perf.scenarios.against import AgainstGate, ab_policy, against_gate
 from perf.scenarios.open_loop import Workload
+from perf.scenarios.pairs import VariantPair, compare_variants
 from perf.scenarios.stored import side_by_side_with_stored
 from perf.scenarios.tail_matrix import TailSetting
 from perf.scenarios.traffic import TrafficRun, open_workload
@@ -120,6 +121,7 @@ class PerfRun:
         self.models = checked_models(options, cache)
         self.against = ref_gate(options, cache, self.models)
         self.results: list[LatencyResult] = []
+        self.pairs: list[ABOutcome] = []  # --perf-compare
         self.concurrency_results: list[tuple[PerfCase, ConcurrencyResult]] = []
         self.efficiency = EfficiencyMeter(cache.root / ".machine-peak")
         self.traffic = TrafficRun(
@@ -174,6 +176,24 @@ class PerfRun:
         if rate_rps is None:
             return self.against.check(case, settings)
         return self.against.check_server(case, rate_rps, self.options.workers, settings)
+
+    def compare_variants(self, pair: VariantPair) -> ABOutcome:
+        """--perf-compare: B's variant against A's, interleaved, spinning off as in A/B."""
+        check_available(resolve_provider(pair.provider))
+        settings = dataclasses.replace(self.settings(pair.provider), spinning=False)
+        dims, fixed = self.options.dims, self.options.fixed_inputs
+        outcome = compare_variants(
+            pair, lambda case, s: self.models.resolve(case, s)[0],
+            lambda path, case: case_inputs(path, case, dims, fixed), settings,
+            ab_policy(self.options), log.info,
+        )  # fmt: skip
+        self.pairs.append(outcome)
+        return outcome
+
+    @property
+    def ab_outcomes(self) -> list[ABOutcome]:
+        """Every A/B of this run: --perf-against's and --perf-compare's."""
+        return [*(self.against.outcomes if self.against else []), *self.pairs]
 
     def _stored_side_by_side(self, row: StoredRow, stored_key: str) -> ABOutcome | None:
         settings = dataclasses.replace(self.settings(row.case.provider), spinning=False)

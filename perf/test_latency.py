@@ -18,6 +18,7 @@ from perf.measurement import LatencyResult
 from perf.plugin import record_samples
 from perf.run import PerfRun
 from perf.scenarios.ab import ABOutcome
+from perf.scenarios.pairs import VariantPair
 from perf.scenarios.server import stored_row
 from perf.stats.outcome import Outcome, UndecidedPolicy
 
@@ -112,6 +113,18 @@ def _against(
     failure = settle(outcome.outcome, message, run.options.undecided)
     if failure:
         pytest.fail(failure, pytrace=False)
+
+
+def test_variant_pair(
+    pair_case: VariantPair, perf_run: PerfRun, request: pytest.FixtureRequest
+) -> None:
+    """--perf-compare A,B: B / A with its interval and (--perf-explain) the operators that make
+    the difference. A question, not a gate: it passes whatever the verdict."""
+    with unavailable_or_refused(perf_run.options.debug):
+        outcome = perf_run.compare_variants(pair_case)
+    if outcome.measured is not None:  # B's samples, for pytest-benchmark's JSON
+        samples = outcome.measured.b_samples_ms
+        _record(request, samples, {"pair": outcome.to_dict(), "samples_ms": list(samples)})
 
 
 def test_torch_eager_reference(

@@ -198,7 +198,7 @@ def test_job_summary_has_no_image_links(written: tuple[Path, list[Path]]) -> Non
 def test_json_report_is_versioned_and_has_no_samples(written: tuple[Path, list[Path]]) -> None:
     text = (written[0] / "report.json").read_text()
     data = json.loads(text)
-    assert data["format_version"] == FORMAT_VERSION == 6
+    assert data["format_version"] == FORMAT_VERSION == 7
     assert data["machine_peak"] is None  # synthetic results: no work counted
     assert data["refused"] == data["against"] == []  # added in format 2
     assert data["run_info"] == RUN_INFO

@@ -40,7 +40,9 @@ from perf.stats.outcome import Outcome
 # attribution, perf.stats.attribution, or null); results carry "profile" (--perf-profile, per op
 # type, or null); server rows carry "bench" (their name in baselines and comparisons) and
 # "contention"; "comparisons" include server rows, by that name.
-FORMAT_VERSION = 6
+# 7, "against" rows carry "b" (what B was: "working tree", or with --perf-compare A,B the
+# variant B, "against" then being the variant A).
+FORMAT_VERSION = 7
 SUMMARY_LIMIT_BYTES = 900 * 1024  # GitHub rejects a job summary over 1 MiB
 MAX_DISTRIBUTION_PLOTS = 24
 CDF_PNG = "cdf.png"
@@ -310,8 +312,12 @@ def _against_table(against: Sequence[Mapping[str, Any]]) -> _Table:
         )
 
     ref = against[0]["against"] if against else ""
+    pairs = any(o.get("b", "working tree") != "working tree" for o in against)
+    title = (
+        "A/B of variants (B / A, P50)" if pairs else f"A/B against {ref} (working tree / REF, P50)"
+    )
     return _Table(
-        title=f"A/B against {ref} (working tree / REF, P50)",
+        title=title,
         headers=("configuration", "verdict", "change"),
         rows=[(o["id"], o["outcome"], change(o)) for o in against],
         important=[o["outcome"] not in ("same", "unchanged") for o in against],

@@ -173,6 +173,7 @@ class ABOutcome:
     settings: Mapping[str, Any] | None = None
     contention: Contention | None = None  # other processes' CPU use during the rounds
     explained: Attribution | None = None  # which nodes moved (perf.scenarios.explain)
+    b_label: str = "working tree"  # what B is: the working tree's model, or a variant (pairs)
 
     @property
     def regressed(self) -> bool:
@@ -184,9 +185,8 @@ class ABOutcome:
                 "unchanged (same artifact)" if self.outcome is Outcome.UNCHANGED else self.outcome
             )
             return f"{self.case_id}: {label} vs {self.ref}: {self.reason}"
-        line = (
-            f"{self.case_id}: {self.measured.comparison.format()}; B = working tree, A = {self.ref}"
-        )
+        verdict = self.measured.comparison.format()
+        line = f"{self.case_id}: {verdict}; B = {self.b_label}, A = {self.ref}"
         warning = self.contention.warning() if self.contention else None
         if warning:
             line += f"\n  {warning} (both sides alike, interleaved)"
@@ -201,6 +201,7 @@ class ABOutcome:
         data: dict[str, Any] = {
             "id": self.case_id,
             "against": self.ref,
+            "b": self.b_label,
             "outcome": self.outcome.value,
             "reason": self.reason,
             "settings": dict(self.settings or {}),
@@ -226,9 +227,11 @@ def measure_sides(
     policy: ABPolicy,
     progress: Callable[[str], None] | None = None,
     blocks: Blocks | None = None,
+    b_label: str = "working tree",
 ) -> ABOutcome:
-    """A (``label``: REF, or a stored model) and B (the working tree's) measured interleaved,
-    with other processes' CPU use recorded over the rounds."""
+    """A (``label``: REF, a stored model, or a variant) and B (``b_label``: the working tree's
+    model, or another variant) measured interleaved, with other processes' CPU use recorded over
+    the rounds."""
     with ContentionMonitor() as monitor:
         measured = interleave(open_a, open_b, policy, progress=progress, blocks=blocks)
     return ABOutcome(
@@ -239,4 +242,5 @@ def measure_sides(
         measured=measured,
         settings=settings,
         contention=monitor.result,
+        b_label=b_label,
     )

@@ -51,16 +51,20 @@ def measure_pair(
     inputs: Mapping[str, np.ndarray],
     policy: ABPolicy,
     progress: Callable[[str], None] | None = None,
+    b_inputs: Mapping[str, np.ndarray] | None = None,
+    b_label: str = "working tree",
 ) -> ABOutcome:
-    """A's and B's model files timed call by call, interleaved (``measure_sides``)."""
+    """A's and B's model files timed call by call, interleaved (``measure_sides``); B is fed
+    ``b_inputs`` where its inputs differ from A's (another variant)."""
     return measure_sides(
         case_id,
         label,
         lambda: _opener(a_path, settings, inputs),
-        lambda: _opener(b_path, settings, inputs),
+        lambda: _opener(b_path, settings, inputs if b_inputs is None else b_inputs),
         settings.to_dict(),
         policy,
         progress,
+        b_label=b_label,
     )
 
 

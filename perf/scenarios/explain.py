@@ -104,6 +104,7 @@ def explained(
     settings: SessionSettings,
     inputs: Mapping[str, Any],
     ab: ABPolicy,
+    b_inputs: Mapping[str, Any] | None = None,
 ) -> ABOutcome:
     """``outcome`` with the attribution of its change, when ``ab.explain`` asks for it
     (``slower``: only slower verdicts; ``all``: every measured A/B; ``off``), profiled for a
@@ -115,13 +116,15 @@ def explained(
         return outcome
     policy = ExplainPolicy(seconds=min(EXPLAIN_SECONDS, ab.max_seconds / 4), seed=ab.seed)
 
-    def opener(path: Path) -> OpenProfiled:
-        return lambda: ProfiledSession(functools.partial(open_session, path, settings), inputs)
+    def opener(path: Path, feed: Mapping[str, Any]) -> OpenProfiled:
+        return lambda: ProfiledSession(functools.partial(open_session, path, settings), feed)
 
     log.info("%s: profiling A and B for %g s to attribute the change", outcome.case_id,
              policy.seconds)  # fmt: skip
     try:
-        attribution = profile_pair(opener(a_path), opener(b_path), policy)
+        attribution = profile_pair(
+            opener(a_path, inputs), opener(b_path, inputs if b_inputs is None else b_inputs), policy
+        )
     except (RuntimeError, ValueError, OSError) as error:
         log.warning("%s: no attribution: %s", outcome.case_id, error)
         return outcome

@@ -8,8 +8,9 @@ and only in A (removed), and the time outside node kernels sum to the change of 
 Nodes are matched across the two graphs by name when both graphs have the same names, each with
 the same op type and shapes (the exporter kept them stable); otherwise by aligning the two
 execution orders on op type and input/output shapes (difflib's longest matching blocks), so an
-inserted layer shows as added and does not shift every later node's match. ``matching`` says
-which was used.
+inserted layer shows as added and does not shift every later node's match; where the orders
+differ, a node both sides name alike (same op type) is still one node whose shapes changed.
+``matching`` says which was used.
 
 Each change has an interval from the rounds: per round the difference of the two sides' means,
 then a Student t interval over rounds, Bonferroni-adjusted for the number of nodes (or op
@@ -186,9 +187,21 @@ def match_nodes(
             pairs += [(a_nodes[i].name, b_nodes[j].name, b_nodes[j].op_type)
                       for i, j in zip(range(i1, i2), range(j1, j2), strict=True)]  # fmt: skip
         else:
-            pairs += [(a_nodes[i].name, None, a_nodes[i].op_type) for i in range(i1, i2)]
-            pairs += [(None, b_nodes[j].name, b_nodes[j].op_type) for j in range(j1, j2)]
+            pairs += _pair_by_name(a_nodes[i1:i2], b_nodes[j1:j2])
     return pairs, BY_ORDER
+
+
+def _pair_by_name(
+    a_nodes: Sequence[NodeRun], b_nodes: Sequence[NodeRun]
+) -> list[tuple[str | None, str | None, str]]:
+    """Where the orders differ: a node of either side whose name and op type the other side
+    has too is one node (its shapes or neighbours changed); the rest are only in A or B."""
+    b_names = {(n.name, n.op_type) for n in b_nodes}
+    a_names = {(n.name, n.op_type) for n in a_nodes}
+    pairs = [(n.name, n.name if (n.name, n.op_type) in b_names else None, n.op_type)
+             for n in a_nodes]  # fmt: skip
+    return pairs + [(None, n.name, n.op_type) for n in b_nodes
+                    if (n.name, n.op_type) not in a_names]  # fmt: skip
 
 
 def _label(a_name: str | None, b_name: str | None) -> str:
