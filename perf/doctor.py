@@ -17,7 +17,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnx
@@ -33,6 +33,10 @@ from perf.measure.providers import (
     installed_onnxruntime_distributions,
 )
 from perf.measure.sessions import ProviderSkip, SessionSettings, open_session
+
+if TYPE_CHECKING:  # imported when benchmarking: the export cache is not needed to check a runner
+    from perf.measure.cases import PerfCase
+    from perf.measure.models import Models
 
 GPU_PROVIDERS = ("cuda", "tensorrt", "dml", "rocm", "migraphx")
 SMALL_MODEL, FULL_MODEL = "cnn/fp32", "w2v2-base/fp32"
@@ -131,20 +135,25 @@ def _clock_line(device: dict[str, Any]) -> str:
 def benchmark_model(variant: str, provider: str, cap_s: float) -> dict[str, Any]:
     """Builds ``variant`` through the export cache if needed, then a time-capped measurement."""
     from export.cache import ModelCache
-    from perf.measure.cases import PerfCase, case_inputs
+    from perf.measure.cases import PerfCase
     from perf.measure.models import Models
+
+    case = PerfCase(variant, provider, BENCHMARK_AUDIO_S)
+    return benchmark_case(Models(ModelCache(), {}), case, cap_s)
+
+
+def benchmark_case(models: Models, case: PerfCase, cap_s: float) -> dict[str, Any]:
+    """P50/P99 of ``case`` sampled for at most ``cap_s`` (warm-up capped alike)."""
+    from perf.measure.cases import case_inputs
     from perf.measure.providers import provider_options
     from perf.measure.sampling import SamplingPolicy
     from perf.measurement import measure_case
 
-    models = Models(ModelCache(), {})
-    case = PerfCase(variant, provider, BENCHMARK_AUDIO_S)
     model = models.resolve(case)
-    options = provider_options(provider, models.cache.root / ".provider-cache")
-    settings = SessionSettings(provider, provider_options=options)
+    options = provider_options(case.provider, models.cache.root / ".provider-cache")
+    settings = SessionSettings(case.provider, provider_options=options)
     policy = SamplingPolicy(max_seconds=cap_s, warmup_max_seconds=cap_s, segment_seconds=cap_s)
-    inputs = case_inputs(model.path, case, {})
-    result = measure_case(case, model, settings, policy, None, inputs)
+    result = measure_case(case, model, settings, policy, None, case_inputs(model.path, case, {}))
     percentiles = result.summary.percentiles
     return {
         "p50_ms": percentiles["p50"].value,

@@ -9,7 +9,10 @@ from typing import Any
 import onnxruntime as ort
 import pytest
 
+from export.cache import ModelCache
 from perf import doctor
+from perf.measure.cases import PerfCase
+from perf.measure.models import Models
 from perf.measure.providers import CUDA
 from tests.fake_nvml import FakeNvml
 
@@ -129,3 +132,12 @@ def test_a_usable_gpu_provider_can_gate() -> None:
 def test_matmul_model_runs_on_cpu(tmp_path: Path) -> None:
     model = doctor.matmul_model(tmp_path / "m.onnx")
     assert doctor.check_provider("CPUExecutionProvider", model)["usable"]
+
+
+def test_benchmark_case_samples_a_real_model_within_its_cap(tmp_path: Path) -> None:
+    model = doctor.matmul_model(tmp_path / "m.onnx")
+    models = Models(ModelCache(tmp_path / "cache"), {})
+    case = PerfCase(str(model), "cpu", 3.0, model_file=model)
+    figures = doctor.benchmark_case(models, case, cap_s=0.2)
+    assert 0 < figures["p50_ms"] <= figures["p99_ms"]
+    assert figures["samples"] > 0
