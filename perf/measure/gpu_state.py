@@ -341,7 +341,9 @@ class GpuMonitor:
 
     Samples GPU ``device_index`` every ``interval_s`` in a daemon thread; ``sample()`` takes
     one sample now (tests drive it directly). Without NVML or a GPU it samples nothing and
-    ``result`` is ``GpuState.unavailable(reason)``.
+    ``result`` is ``GpuState.unavailable(reason)``. ``ours`` gives the pids whose GPU use is
+    the measurement; in a container without the host's pid namespace NVML reports host pids,
+    so pass the host pids there (or a callable that ignores processes) to avoid false flags.
     """
 
     def __init__(
