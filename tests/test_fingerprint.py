@@ -13,6 +13,7 @@ from perf.measure.fingerprint import (
     parse_nvidia_smi,
     software_fingerprint,
 )
+from tests.fake_nvml import FakeNvml
 
 FAKE_CPUINFO = {
     "brand_raw": "AMD EPYC 9R14 96-Core Processor",
@@ -59,6 +60,16 @@ def test_machine_fingerprint_from_fake_cpuinfo() -> None:
     assert fp["logical_cores"] >= fp["usable_cores"]
     assert fp["memory_gib"] > 0
     json.dumps(fp)  # stored next to baselines
+
+
+def test_gpu_details_only_where_nvml_sees_a_gpu() -> None:
+    without = machine_fingerprint(FAKE_CPUINFO, nvml=FakeNvml(init_error="Driver Not Loaded"))
+    with_gpu = machine_fingerprint(FAKE_CPUINFO, nvml=FakeNvml())
+
+    assert "gpu_details" not in without
+    assert with_gpu["gpu_details"]["devices"][0]["name"] == "NVIDIA H100 80GB HBM3"
+    assert fingerprint_id(with_gpu) == fingerprint_id(without)
+    json.dumps(with_gpu)
 
 
 def test_software_fingerprint() -> None:

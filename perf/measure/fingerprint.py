@@ -21,6 +21,7 @@ from typing import Any
 import psutil
 
 from export.machine import cpu_info, usable_cpu_count
+from perf.measure.gpu_state import gpu_fingerprint
 
 NVIDIA_SMI_TIMEOUT_S = 5.0
 
@@ -61,10 +62,14 @@ def normalise_isa_flags(flags: Iterable[str]) -> list[str]:
     return sorted(normalised & set(RELEVANT_ISA_FLAGS))
 
 
-def machine_fingerprint(info: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """The machine; ``info`` replaces py-cpuinfo's dict (tests pass a fake)."""
+def machine_fingerprint(
+    info: Mapping[str, Any] | None = None, nvml: Any | None = None
+) -> dict[str, Any]:
+    """The machine; ``info`` replaces py-cpuinfo's dict, ``nvml`` the NVML module (tests pass
+    fakes). ``gpu_details`` (perf.measure.gpu_state: driver, clocks, locks) is only there where
+    NVML sees a GPU, so a CPU machine's fingerprint is what it always was."""
     info = cpu_info() if info is None else info
-    return {
+    fingerprint = {
         "cpu_model": info.get("brand_raw") or platform.processor() or "unknown",
         "cpu_arch": info.get("arch") or platform.machine(),
         "logical_cores": psutil.cpu_count(logical=True),
@@ -77,6 +82,10 @@ def machine_fingerprint(info: Mapping[str, Any] | None = None) -> dict[str, Any]
         "python": platform.python_version(),
         "gpu": gpu_info(),
     }
+    details = gpu_fingerprint(nvml)
+    if details is not None:
+        fingerprint["gpu_details"] = details
+    return fingerprint
 
 
 def gpu_info() -> dict[str, Any] | None:
