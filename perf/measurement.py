@@ -16,7 +16,9 @@ import psutil
 from perf.budgets.rules import Budget, budget_quantiles
 from perf.budgets.verdicts import BudgetDecision, final_decision, judge_budget
 from perf.measure.cases import PerfCase, case_inputs
+from perf.measure.gpu_state import GpuMonitor
 from perf.measure.models import ResolvedModel
+from perf.measure.providers import NVIDIA_PROVIDERS
 from perf.measure.sampling import Samples, SamplingPolicy, sample
 from perf.measure.sessions import ProviderSkip, SessionSettings, node_placement, open_session
 from perf.stats.outcome import Outcome, budget_outcome
@@ -123,7 +125,8 @@ def measure_case(
 
     call = session_call(session)
     del session  # the sampling loop frees it when it makes the next segment's
-    samples = sample(call, policy, is_decided if budget else None, progress, reopen)
+    gpu = GpuMonitor() if settings.provider in NVIDIA_PROVIDERS else None
+    samples = sample(call, policy, is_decided if budget else None, progress, reopen, gpu)
     memory_mb = _rss_mb() - rss_before
     decisions = tuple(
         final_decision(d) for d in judge(samples.samples_ms, budget, policy.confidence)

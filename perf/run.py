@@ -161,7 +161,7 @@ class PerfRun:
         result = dataclasses.replace(result, numerics=numerics.to_dict(), work=work)
         if self.options.profile:
             result = with_profile(result, model.path, settings, inputs)
-        warning = result.samples.contention.warning()
+        warning = result.samples.disturbance()
         if warning:
             warnings.warn(f"{result.case.id}: {warning}", stacklevel=2)
         self.results.append(result)

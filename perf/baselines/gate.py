@@ -93,11 +93,9 @@ class BaselineGate:
         each contended run left out: a baseline run taken under load would widen every later
         comparison's spread, or shift it."""
         rows = [StoredRow.of(r) for r in results]
-        quiet = [r for r in rows if not r.samples.contention.contaminated()]
+        quiet = [r for r in rows if not r.samples.disturbance()]
         left_out = [
-            f"{r.bench}: not stored: {r.samples.contention.warning()}"
-            for r in rows
-            if r not in quiet
+            f"{r.bench}: not stored: {r.samples.disturbance()}" for r in rows if r not in quiet
         ]
         if not quiet:
             return None, left_out

@@ -71,7 +71,7 @@ def benchmark_entry(result: LatencyResult, comparison: Mapping[str, Any] | None)
         "comparison": None if comparison is None else dict(comparison),
         "latency_ms": result.summary.to_dict(),
         "sampling_seconds": result.samples.sampling_seconds,
-        "contention": result.samples.contention.warning() or None,
+        "contention": result.samples.disturbance(),
         "gflop_per_call": None if result.work is None else result.work["gflop_per_call"],
         "samples_ms": thinned(result.samples.samples_ms),
     }

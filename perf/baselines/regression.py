@@ -121,7 +121,7 @@ class StoredRuns:
         if model_changed_since:
             notes.insert(0, "the model changed since the baseline")
         outcome = comparison.verdict
-        contention = samples.contention.warning()
+        contention = samples.disturbance()
         if contention and outcome is not Outcome.SAME:
             # Another process's load is not the model's: a 2-core VM with one busy neighbour
             # measured 3x slower. Such a run cannot convict (or clear) anything.

@@ -15,6 +15,8 @@ CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
 TENSORRT = "TensorrtExecutionProvider"
 DML = "DmlExecutionProvider"
+# Providers that run on an NVIDIA GPU: their timings come with the GPU's state (NVML).
+NVIDIA_PROVIDERS = frozenset({CUDA, TENSORRT})
 
 
 @dataclass(frozen=True)

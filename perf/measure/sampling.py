@@ -9,6 +9,7 @@ session cannot show (perf.stats.compare).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import statistics
 import time
@@ -18,12 +19,13 @@ from typing import Any
 
 from export.recipes import code_digest
 from perf.measure.contention import Contention, ContentionMonitor
+from perf.measure.gpu_state import GpuMonitor, GpuState
 from perf.stats.compare import Segment
 from perf.stats.percentiles import min_samples_for_upper_bound
 
 # The code that decides how calls are timed: runs timed by other code are not alike, and a stored
 # baseline records this so that a comparison refuses runs measured differently.
-MEASURING_CODE = ("sampling.py", "sessions.py", "contention.py")
+MEASURING_CODE = ("sampling.py", "sessions.py", "contention.py", "gpu_state.py")
 
 
 def measuring_code_digest() -> str:
@@ -79,6 +81,14 @@ class Samples:
     stopped_because: str
     sampling_seconds: float
     contention: Contention
+    gpu: GpuState | None = None  # the NVIDIA GPU's clocks and throttling (GPU providers)
+
+    def disturbance(self) -> str | None:
+        """Why these timings are not the model's alone (CPU contention, a GPU that throttled
+        or whose clock moved, another process on it), or None: such runs are flagged, never
+        stored, and cannot convict or clear anything."""
+        found = [self.contention.warning(), self.gpu.warning() if self.gpu else None]
+        return "; ".join(w for w in found if w) or None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -90,6 +100,7 @@ class Samples:
             "stopped_because": self.stopped_because,
             "sampling_seconds": self.sampling_seconds,
             "contention": dataclasses.asdict(self.contention),
+            "gpu": None if self.gpu is None else self.gpu.to_dict(),
         }
 
 
@@ -167,16 +178,17 @@ def sample(
     is_decided: IsDecided | None = None,
     progress: Progress | None = None,
     reopen: OpenCall | None = None,
+    gpu: GpuMonitor | None = None,
 ) -> Samples:
     """First call, warm-up, then segmented samples; ``reopen`` makes each segment's session
-    (without it, segments only mark time)."""
+    (without it, segments only mark time); ``gpu`` samples the GPU's state meanwhile."""
     first_call_ms = timed(call)  # lazy initialisation, cuDNN/TensorRT tuning: reported apart
     warmup_calls, steady = warm_up(call, policy)
     samples: list[float] = []
     segments = _Segments(call, reopen, policy)
     look = policy.target_samples if is_decided is None else 50
     report_at = time.perf_counter() + 5.0
-    with ContentionMonitor() as monitor:
+    with ContentionMonitor() as monitor, gpu or contextlib.nullcontext():
         start = time.perf_counter()
         deadline = start + policy.max_seconds
         stopped = "time cap"
@@ -211,4 +223,5 @@ def sample(
         stopped_because=f"{stopped} (baseline run: to the cap)" if policy.until_cap else stopped,
         sampling_seconds=elapsed,
         contention=dataclasses.replace(monitor.result, peak_other_cores_busy=segments.peak_busy),
+        gpu=None if gpu is None else gpu.result,
     )

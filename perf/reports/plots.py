@@ -205,8 +205,8 @@ def _distribution_title(result: LatencyResult) -> str:
         f"\nprovider {result.case.provider}, {result.case.duration_s:g} s of audio, "
         f"batch {result.case.batch}, stopped: {samples.stopped_because}"
     )
-    if samples.contention.contaminated():
-        text += " [contended]"
+    if samples.disturbance():
+        text += " [contended]" if samples.contention.contaminated() else " [GPU unsteady]"
     return text
 
 

@@ -22,6 +22,8 @@ def _verdict(result: LatencyResult) -> str:
         text += " (undecided at cap)"
     if result.samples.contention.contaminated():
         text += " [contended]"
+    if result.samples.gpu and result.samples.gpu.flagged():
+        text += " [GPU unsteady]"
     return text
 
 
