@@ -21,12 +21,18 @@ from perf.config import PerfOptions
 from perf.measure.cases import PerfCase, case_inputs
 from perf.measure.efficiency import EfficiencyMeter
 from perf.measure.fingerprint import machine_and_software
+from perf.measure.gpu_modes import (
+    check_provider,
+    configuration_options,
+    for_case,
+    input_shapes,
+)
 from perf.measure.models import Models
 from perf.measure.numerics import CheckedModels, NumericsChecker
 from perf.measure.profile import ProfiledSession, breakdown
 from perf.measure.providers import provider_options, resolve_provider
 from perf.measure.sampling import SamplingPolicy, timed
-from perf.measure.sessions import SessionSettings, check_available, open_session
+from perf.measure.sessions import SessionSettings, check_available, node_placement, open_session
 from perf.measurement import (
     ConcurrencyResult,
     LatencyResult,
@@ -131,12 +137,28 @@ class PerfRun:
 
     def settings(self, provider: str) -> SessionSettings:
         cache_dir = self.models.cache.root / ".provider-cache"
+        modes = configuration_options(resolve_provider(provider), self.options.gpu_modes)
         return SessionSettings(
             provider=provider,
             intra_op_threads=self.options.intra_op_threads,
             spinning=self.options.spinning,
-            provider_options=provider_options(provider, cache_dir),
+            provider_options={**provider_options(provider, cache_dir), **modes},
         )
+
+    def case_settings(self, case: PerfCase, model_path: Path) -> SessionSettings:
+        """A benchmark's settings: TensorRT profiled for every length of the run, and the
+        --perf-io-binding/--perf-cuda-graph modes (ProviderSkip when one cannot apply)."""
+        settings = self.settings(case.provider)
+        dims, fixed = self.options.dims, self.options.fixed_inputs
+        run_lengths = [seconds for seconds, _ in case.mix] or self.options.durations
+        session_lengths = [seconds for seconds, _ in case.mix] or [case.duration_s]
+        inputs = functools.partial(case_inputs, model_path, case, dims, fixed)
+        return for_case(
+            settings, self.options.gpu_modes,
+            input_shapes(model_path, case, run_lengths, dims, fixed),
+            input_shapes(model_path, case, session_lengths, dims, fixed),
+            lambda: node_placement(model_path, settings, inputs()),
+        )  # fmt: skip
 
     def measure(self, case: PerfCase) -> LatencyResult:
         """Raises ProviderSkip when the provider cannot run this model here.
@@ -145,8 +167,9 @@ class PerfRun:
         baseline samples to the time cap, so that its runs are alike.
         """
         check_available(resolve_provider(case.provider))  # before building anything
-        settings = self.settings(case.provider)
-        model, numerics = self.models.resolve(case, settings)
+        check_provider(resolve_provider(case.provider), self.options.gpu_modes)
+        model, numerics = self.models.resolve(case, self.settings(case.provider))
+        settings = self.case_settings(case, model.path)
         budget = budget_for(case, self.rules)
         inputs = case_inputs(model.path, case, self.options.dims, self.options.fixed_inputs)
         log.info("%s: sampling (budget: %s)", case.id, budget or "none")
