@@ -4,6 +4,7 @@ on the CPU provider), the reasons a mode is skipped, and the option checks."""
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +25,13 @@ from perf.measure.providers import CPU, CUDA, TENSORRT, provider_options
 from perf.measure.sampling import SamplingPolicy
 from perf.measure.sessions import ProviderSkip, SessionSettings, open_session
 from perf.measure.trt import cache_key, engine_cache_state, profile_options
+from tests import test_plugin
+from tests.test_plugin import Suite, output
 from tests.test_sessions import save_model
+
+pytest_plugins = ["pytester"]
+model_cache = test_plugin.model_cache
+suite = test_plugin.suite
 
 ONE_SECOND = {"audio": (1, 16000)}
 THREE_SECONDS = {"audio": (1, 48000)}
@@ -282,3 +289,33 @@ def test_binding_modes_are_single_stream_only(option: str, modes: GpuModes) -> N
 def test_modes_with_their_provider_selected_are_accepted() -> None:
     _check_gpu_modes(_options(("cpu", "cuda", "tensorrt"), GpuModes(True, True, True)))
     _check_gpu_modes(_options(("cpu",), GpuModes(io_binding=True)))
+
+
+# --- end to end, through the plugin ---------------------------------------------------------------
+
+
+def test_an_io_binding_run_says_so_in_each_row(suite: Suite) -> None:
+    out = suite.pytester.path / "out.json"
+
+    result = suite.run(f"--benchmark-json={out}", "--perf-io-binding")
+
+    result.assert_outcomes(passed=1)
+    (bench,) = json.loads(out.read_text())["benchmarks"]
+    report = bench["extra_info"]["perf"]
+    assert report["session"]["run_mode"] == "io-binding"
+    assert report["engine_cache"] is None  # not TensorRT
+    assert report["load_ms"] > 0  # session creation, reported apart from the timed calls
+
+
+def test_cuda_graphs_without_cuda_selected_are_a_usage_error(suite: Suite) -> None:
+    result = suite.run("--perf-cuda-graph")
+
+    assert result.ret == pytest.ExitCode.USAGE_ERROR, output(result)
+    assert "--perf-cuda-graph runs on cuda only" in output(result)
+
+
+def test_fp16_rows_skip_the_providers_it_does_not_apply_to(suite: Suite) -> None:
+    result = suite.run("--perf-trt-fp16", "-rs", providers="cpu,tensorrt")
+
+    result.assert_outcomes(skipped=2)
+    assert f"--perf-trt-fp16 is a {TENSORRT} configuration, not {CPU}'s" in output(result)
