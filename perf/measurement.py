@@ -17,6 +17,7 @@ from perf.budgets.rules import Budget, budget_quantiles
 from perf.budgets.verdicts import BudgetDecision, final_decision, judge_budget
 from perf.measure.cases import PerfCase, case_inputs
 from perf.measure.gpu_modes import session_call as gpu_session_call
+from perf.measure.gpu_modes import unbound
 from perf.measure.models import ResolvedModel
 from perf.measure.sampling import Samples, SamplingPolicy, sample
 from perf.measure.sessions import ProviderSkip, SessionSettings, node_placement, open_session
@@ -137,7 +138,7 @@ def measure_case(
     )
     placement = None
     if settings.provider != "CPUExecutionProvider":
-        placement = node_placement(model.path, settings, inputs)
+        placement = node_placement(model.path, unbound(settings), inputs)
     return LatencyResult(
         case=case,
         model_path=str(model.path),

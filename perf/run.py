@@ -26,6 +26,7 @@ from perf.measure.gpu_modes import (
     configuration_options,
     for_case,
     input_shapes,
+    unbound,
 )
 from perf.measure.models import Models
 from perf.measure.numerics import CheckedModels, NumericsChecker
@@ -181,7 +182,7 @@ class PerfRun:
         work = self.efficiency.of(model.path, inputs, settings, p50_ms)
         result = dataclasses.replace(result, numerics=numerics.to_dict(), work=work)
         if self.options.profile:
-            result = with_profile(result, model.path, settings, inputs)
+            result = with_profile(result, model.path, unbound(settings), inputs)
         warning = result.samples.contention.warning()
         if warning:
             warnings.warn(f"{result.case.id}: {warning}", stacklevel=2)

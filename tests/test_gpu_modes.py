@@ -20,6 +20,7 @@ from perf.measure.gpu_modes import (
     configuration_options,
     for_case,
     session_call,
+    unbound,
 )
 from perf.measure.providers import CPU, CUDA, TENSORRT, provider_options
 from perf.measure.sampling import SamplingPolicy
@@ -228,6 +229,7 @@ def test_for_case_adds_cuda_graphs_with_binding_after_checking_placement() -> No
                     lambda: ALL_ON_CUDA)  # fmt: skip
     assert case.provider_options == {"device_id": "0", "enable_cuda_graph": "1"}
     assert case.to_dict()["run_mode"] == "io-binding"
+    assert unbound(case) == settings  # placement and profiles after the timed calls run plain
     with pytest.raises(ProviderSkip, match="placement shows 1 on"):
         for_case(settings, GpuModes(cuda_graph=True), [ONE_SECOND], [ONE_SECOND],
                  lambda: {CUDA: 5, CPU: 1})  # fmt: skip

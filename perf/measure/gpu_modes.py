@@ -111,6 +111,13 @@ def for_case(
     return dataclasses.replace(settings, provider_options=options, io_binding=modes.binds)
 
 
+def unbound(settings: SessionSettings) -> SessionSettings:
+    """``settings`` for a plain ``session.run`` (placement and profiles after the timed calls): a
+    captured CUDA graph replays fixed device buffers that only a binding provides."""
+    options = {k: v for k, v in settings.provider_options.items() if k != "enable_cuda_graph"}
+    return dataclasses.replace(settings, provider_options=options, io_binding=False)
+
+
 def _bound_outputs(
     session: ort.InferenceSession, binding: ort.IOBinding, inputs: Mapping[str, np.ndarray],
     device: str, preallocate: bool,
