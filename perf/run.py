@@ -31,7 +31,7 @@ from perf.measure.gpu_modes import (
 from perf.measure.models import Models
 from perf.measure.numerics import CheckedModels, NumericsChecker
 from perf.measure.profile import ProfiledSession, breakdown
-from perf.measure.providers import provider_options, resolve_provider
+from perf.measure.providers import TENSORRT, provider_options, resolve_provider
 from perf.measure.sampling import SamplingPolicy, timed
 from perf.measure.sessions import SessionSettings, check_available, node_placement, open_session
 from perf.measurement import (
@@ -117,6 +117,23 @@ def traffic_workload(
     return dataclasses.replace(workload, calls=slowed)
 
 
+def case_settings(
+    options: PerfOptions, case: PerfCase, model_path: Path, settings: SessionSettings
+) -> SessionSettings:
+    """A benchmark's ``settings`` with TensorRT profiled for every length of the run, and the
+    --perf-io-binding/--perf-cuda-graph modes (ProviderSkip when one cannot apply)."""
+    dims, fixed = options.dims, options.fixed_inputs
+    run_lengths = [seconds for seconds, _ in case.mix] or options.durations
+    session_lengths = [seconds for seconds, _ in case.mix] or [case.duration_s]
+    inputs = functools.partial(case_inputs, model_path, case, dims, fixed)
+    return for_case(
+        settings, options.gpu_modes,
+        input_shapes(model_path, case, run_lengths, dims, fixed),
+        input_shapes(model_path, case, session_lengths, dims, fixed),
+        lambda: node_placement(model_path, settings, inputs()),
+    )  # fmt: skip
+
+
 class PerfRun:
     """Measures cases with the session's options and keeps what it measured."""
 
@@ -146,21 +163,6 @@ class PerfRun:
             provider_options={**provider_options(provider, cache_dir), **modes},
         )
 
-    def case_settings(self, case: PerfCase, model_path: Path) -> SessionSettings:
-        """A benchmark's settings: TensorRT profiled for every length of the run, and the
-        --perf-io-binding/--perf-cuda-graph modes (ProviderSkip when one cannot apply)."""
-        settings = self.settings(case.provider)
-        dims, fixed = self.options.dims, self.options.fixed_inputs
-        run_lengths = [seconds for seconds, _ in case.mix] or self.options.durations
-        session_lengths = [seconds for seconds, _ in case.mix] or [case.duration_s]
-        inputs = functools.partial(case_inputs, model_path, case, dims, fixed)
-        return for_case(
-            settings, self.options.gpu_modes,
-            input_shapes(model_path, case, run_lengths, dims, fixed),
-            input_shapes(model_path, case, session_lengths, dims, fixed),
-            lambda: node_placement(model_path, settings, inputs()),
-        )  # fmt: skip
-
     def measure(self, case: PerfCase) -> LatencyResult:
         """Raises ProviderSkip when the provider cannot run this model here.
 
@@ -170,7 +172,7 @@ class PerfRun:
         check_available(resolve_provider(case.provider))  # before building anything
         check_provider(resolve_provider(case.provider), self.options.gpu_modes)
         model, numerics = self.models.resolve(case, self.settings(case.provider))
-        settings = self.case_settings(case, model.path)
+        settings = case_settings(self.options, case, model.path, self.settings(case.provider))
         budget = budget_for(case, self.rules)
         inputs = case_inputs(model.path, case, self.options.dims, self.options.fixed_inputs)
         log.info("%s: sampling (budget: %s)", case.id, budget or "none")
@@ -213,6 +215,10 @@ class PerfRun:
             settings = dataclasses.replace(
                 settings, intra_op_threads=tail.threads, spinning=tail.spinning
             )
+        check_provider(settings.provider, self.options.gpu_modes)
+        if settings.provider == TENSORRT:  # profiled for every length of the mix
+            model, _ = self.models.resolve(case, settings)
+            settings = case_settings(self.options, case, model.path, settings)
         return traffic_workload(self.models, self.options, settings, case)
 
     def measure_torch(self, case: PerfCase) -> LatencyResult:
