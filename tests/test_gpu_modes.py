@@ -149,7 +149,7 @@ def test_io_binding_on_cpu_gives_what_session_run_gives(scale_add: Path, preallo
     inputs = _inputs()
     expected = session.run(None, inputs)
 
-    call, binding = bound_call(session, inputs, "cpu", preallocate_outputs=preallocate)
+    call, binding = bound_call(session, inputs, "cpu", fixed_outputs=preallocate)
     for _ in range(2):  # the same bound buffers serve every call
         call()
         outputs = binding.copy_outputs_to_cpu()

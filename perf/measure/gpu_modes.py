@@ -118,25 +118,26 @@ def unbound(settings: SessionSettings) -> SessionSettings:
     return dataclasses.replace(settings, provider_options=options, io_binding=False)
 
 
-def _bound_outputs(
-    session: ort.InferenceSession, binding: ort.IOBinding, inputs: Mapping[str, np.ndarray],
-    device: str, preallocate: bool,
-) -> None:  # fmt: skip
-    if not preallocate:
-        for output in session.get_outputs():
-            binding.bind_output(output.name, device, 0)
-        return
-    # A captured graph writes to fixed addresses: outputs allocated once, shaped by one run.
+def _bind_outputs(
+    session: ort.InferenceSession, binding: ort.IOBinding, device: str, fixed: bool
+) -> None:
     names = [output.name for output in session.get_outputs()]
-    for name, value in zip(names, session.run(names, dict(inputs)), strict=True):
-        binding.bind_ortvalue_output(name, ort.OrtValue.ortvalue_from_numpy(value, device, 0))
+    for name in names:
+        binding.bind_output(name, device, 0)
+    if not fixed:
+        return
+    # A captured graph writes to fixed addresses: one untimed bound run allocates the outputs
+    # on the device, and they stay bound (a plain session.run would not use the binding).
+    session.run_with_iobinding(binding)
+    for name, value in zip(names, binding.get_outputs(), strict=True):
+        binding.bind_ortvalue_output(name, value)
 
 
 def bound_call(
     session: ort.InferenceSession,
     inputs: Mapping[str, np.ndarray],
     device: str,
-    preallocate_outputs: bool = False,
+    fixed_outputs: bool = False,
 ) -> tuple[Callable[[], None], ort.IOBinding]:
     """A call running ``session`` on inputs held on ``device`` ("cpu", "cuda") with outputs bound
     there; the binding gives the outputs (``copy_outputs_to_cpu()``) after a call."""
@@ -147,7 +148,7 @@ def bound_call(
     }
     for name, value in held.items():
         binding.bind_ortvalue_input(name, value)
-    _bound_outputs(session, binding, inputs, device, preallocate_outputs)
+    _bind_outputs(session, binding, device, fixed_outputs)
 
     def call(_inputs: object = held) -> None:  # holds the inputs as long as the call
         session.run_with_iobinding(binding)
@@ -164,5 +165,5 @@ def session_call(
         feed = dict(inputs)
         return lambda: session.run(None, feed)
     uses_graph = session.get_provider_options().get(CUDA, {}).get("enable_cuda_graph") == "1"
-    call, _ = bound_call(session, inputs, DEVICES[provider], preallocate_outputs=uses_graph)
+    call, _ = bound_call(session, inputs, DEVICES[provider], fixed_outputs=uses_graph)
     return call
