@@ -34,6 +34,7 @@ from perf.measure.cases import (
     select_variants,
     split_list,
 )
+from perf.measure.gpu_modes import GpuModes
 from perf.measure.providers import default_provider_names, provider_info
 from perf.measure.sampling import SamplingPolicy
 from perf.scenarios.explain import EXPLAIN_CHOICES
@@ -85,6 +86,8 @@ class PerfOptions:
     explain: str = "slower"  # --perf-explain: which A/B verdicts get a per-operator attribution
     profile: bool = False  # --perf-profile: a per-op-type breakdown of each benchmark
     variant_pairs: tuple[tuple[str, str], ...] = ()  # --perf-compare A,B: variants as an A/B
+    # --perf-io-binding, --perf-cuda-graph, --perf-trt-fp16
+    gpu_modes: GpuModes = dataclasses.field(default_factory=GpuModes)
 
 
 # (option, ini name, help, ini default)
@@ -309,6 +312,24 @@ OPTIONS = (
         "after the timed samples), to the summary and the report",
     ),
     _option(
+        "--perf-io-binding",
+        action="store_true",
+        help="time run_with_iobinding with inputs and outputs bound on the provider's device "
+        "(cuda for CUDA/TensorRT, cpu for CPU) instead of session.run; single-stream",
+    ),
+    _option(
+        "--perf-cuda-graph",
+        action="store_true",
+        help="CUDA only: enable_cuda_graph with I/O binding (one input shape per session, every "
+        "node on CUDA; otherwise skipped with the reason); single-stream",
+    ),
+    _option(
+        "--perf-trt-fp16",
+        action="store_true",
+        help="TensorRT only: FP16 engines (trt_fp16_enable), a configuration of its own; other "
+        "providers are skipped",
+    ),
+    _option(
         "--perf-emulate-isa",
         default=None,
         choices=sorted(ARITHMETIC),
@@ -447,6 +468,11 @@ def _options(config: pytest.Config) -> PerfOptions:
         explain=config.getoption("perf_explain"),
         profile=config.getoption("perf_profile"),
         variant_pairs=parse_pairs(config.getoption("perf_compare")),
+        gpu_modes=GpuModes(
+            io_binding=config.getoption("perf_io_binding"),
+            cuda_graph=config.getoption("perf_cuda_graph"),
+            trt_fp16=config.getoption("perf_trt_fp16"),
+        ),
     )
 
 
@@ -568,6 +594,27 @@ def _check_scenario(options: PerfOptions) -> None:
     if (options.rates or options.peak) and options.scenario != "server":
         raise ConfigError("--perf-rate applies to --perf-scenario server; add that, or drop it")
     _check_profiling(options)
+    _check_gpu_modes(options)
+
+
+def _check_gpu_modes(options: PerfOptions) -> None:
+    """A mode no selected provider can run is a usage error, not a run of skips; rows of other
+    selected providers are skipped with the reason (perf.measure.gpu_modes.check_provider)."""
+    modes = options.gpu_modes
+    for option, wanted, provider in (
+        ("--perf-cuda-graph", modes.cuda_graph, "cuda"),
+        ("--perf-trt-fp16", modes.trt_fp16, "tensorrt"),
+    ):
+        if wanted and provider not in options.providers:
+            selected = ", ".join(options.providers)
+            raise ConfigError(f"{option} runs on {provider} only and --perf-providers selects "
+                              f"{selected}; add {provider}, or drop it")  # fmt: skip
+    bound = "--perf-cuda-graph" if modes.cuda_graph else "--perf-io-binding"
+    if modes.binds and (options.scenario != "single-stream" or options.against):
+        raise ConfigError(
+            f"{bound} applies to single-stream benchmarks (not with --perf-scenario "
+            "server/offline or --perf-against): those time session.run"
+        )
 
 
 def _check_profiling(options: PerfOptions) -> None:

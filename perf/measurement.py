@@ -16,11 +16,14 @@ import psutil
 from perf.budgets.rules import Budget, budget_quantiles
 from perf.budgets.verdicts import BudgetDecision, final_decision, judge_budget
 from perf.measure.cases import PerfCase, case_inputs
+from perf.measure.gpu_modes import session_call as gpu_session_call
+from perf.measure.gpu_modes import unbound
 from perf.measure.gpu_state import GpuMonitor
 from perf.measure.models import ResolvedModel
 from perf.measure.providers import NVIDIA_PROVIDERS
 from perf.measure.sampling import Samples, SamplingPolicy, sample
 from perf.measure.sessions import ProviderSkip, SessionSettings, node_placement, open_session
+from perf.measure.trt import engine_cache_state
 from perf.stats.outcome import Outcome, budget_outcome
 from perf.stats.percentiles import LatencySummary
 
@@ -42,6 +45,9 @@ class LatencyResult:
     numerics: dict[str, Any] | None = None  # the check that this model computes right here
     work: dict[str, Any] | None = None  # GFLOP per call and efficiency (perf.measure.efficiency)
     profile: list[dict[str, Any]] | None = None  # --perf-profile: per op type (measure.profile)
+    # TensorRT: whether load_ms (session creation, never timed) "built" the engine or loaded it
+    # "from cache"
+    engine_cache: str | None = None
 
     @property
     def verdict(self) -> Outcome:
@@ -85,6 +91,7 @@ class LatencyResult:
             "efficiency": None if self.work is None else self.work["efficiency"],
             "work": self.work,
             "profile": self.profile,
+            "engine_cache": self.engine_cache,
         }
 
 
@@ -108,12 +115,13 @@ def measure_case(
     progress: Callable[[str], None] | None = None,
 ) -> LatencyResult:
     rss_before = _rss_mb()
+    engine_cache = engine_cache_state(settings.provider_options)
     started = time.perf_counter()
     session = open_session(model.path, settings)  # raises ProviderSkip with the reason
     load_ms = (time.perf_counter() - started) * 1e3
 
     def session_call(session: Any) -> Callable[[], Any]:
-        return lambda: session.run(None, inputs)
+        return gpu_session_call(session, inputs, settings.provider, settings.io_binding)
 
     def reopen() -> Callable[[], Any]:
         return session_call(open_session(model.path, settings))
@@ -133,7 +141,7 @@ def measure_case(
     )
     placement = None
     if settings.provider != "CPUExecutionProvider":
-        placement = node_placement(model.path, settings, inputs)
+        placement = node_placement(model.path, unbound(settings), inputs)
     return LatencyResult(
         case=case,
         model_path=str(model.path),
@@ -147,6 +155,7 @@ def measure_case(
         budget=budget,
         decisions=decisions,
         node_placement=placement,
+        engine_cache=engine_cache,
     )
 
 

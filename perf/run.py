@@ -21,12 +21,19 @@ from perf.config import PerfOptions
 from perf.measure.cases import PerfCase, case_inputs
 from perf.measure.efficiency import EfficiencyMeter
 from perf.measure.fingerprint import machine_and_software
+from perf.measure.gpu_modes import (
+    check_provider,
+    configuration_options,
+    for_case,
+    input_shapes,
+    unbound,
+)
 from perf.measure.models import Models
 from perf.measure.numerics import CheckedModels, NumericsChecker
 from perf.measure.profile import ProfiledSession, breakdown
-from perf.measure.providers import provider_options, resolve_provider
+from perf.measure.providers import TENSORRT, provider_options, resolve_provider
 from perf.measure.sampling import SamplingPolicy, timed
-from perf.measure.sessions import SessionSettings, check_available, open_session
+from perf.measure.sessions import SessionSettings, check_available, node_placement, open_session
 from perf.measurement import (
     ConcurrencyResult,
     LatencyResult,
@@ -111,6 +118,23 @@ def traffic_workload(
     return dataclasses.replace(workload, calls=slowed)
 
 
+def case_settings(
+    options: PerfOptions, case: PerfCase, model_path: Path, settings: SessionSettings
+) -> SessionSettings:
+    """A benchmark's ``settings`` with TensorRT profiled for every length of the run, and the
+    --perf-io-binding/--perf-cuda-graph modes (ProviderSkip when one cannot apply)."""
+    dims, fixed = options.dims, options.fixed_inputs
+    run_lengths = [seconds for seconds, _ in case.mix] or options.durations
+    session_lengths = [seconds for seconds, _ in case.mix] or [case.duration_s]
+    inputs = functools.partial(case_inputs, model_path, case, dims, fixed)
+    return for_case(
+        settings, options.gpu_modes,
+        input_shapes(model_path, case, run_lengths, dims, fixed),
+        input_shapes(model_path, case, session_lengths, dims, fixed),
+        lambda: node_placement(model_path, settings, inputs()),
+    )  # fmt: skip
+
+
 class PerfRun:
     """Measures cases with the session's options and keeps what it measured."""
 
@@ -133,11 +157,12 @@ class PerfRun:
 
     def settings(self, provider: str) -> SessionSettings:
         cache_dir = self.models.cache.root / ".provider-cache"
+        modes = configuration_options(resolve_provider(provider), self.options.gpu_modes)
         return SessionSettings(
             provider=provider,
             intra_op_threads=self.options.intra_op_threads,
             spinning=self.options.spinning,
-            provider_options=provider_options(provider, cache_dir),
+            provider_options={**provider_options(provider, cache_dir), **modes},
         )
 
     def measure(self, case: PerfCase) -> LatencyResult:
@@ -147,8 +172,9 @@ class PerfRun:
         baseline samples to the time cap, so that its runs are alike.
         """
         check_available(resolve_provider(case.provider))  # before building anything
-        settings = self.settings(case.provider)
-        model, numerics = self.models.resolve(case, settings)
+        check_provider(resolve_provider(case.provider), self.options.gpu_modes)
+        model, numerics = self.models.resolve(case, self.settings(case.provider))
+        settings = case_settings(self.options, case, model.path, self.settings(case.provider))
         budget = budget_for(case, self.rules)
         inputs = case_inputs(model.path, case, self.options.dims, self.options.fixed_inputs)
         log.info("%s: sampling (budget: %s)", case.id, budget or "none")
@@ -160,7 +186,7 @@ class PerfRun:
         work = self.efficiency.of(model.path, inputs, settings, p50_ms)
         result = dataclasses.replace(result, numerics=numerics.to_dict(), work=work)
         if self.options.profile:
-            result = with_profile(result, model.path, settings, inputs)
+            result = with_profile(result, model.path, unbound(settings), inputs)
         warning = result.samples.disturbance()
         if warning:
             warnings.warn(f"{result.case.id}: {warning}", stacklevel=2)
@@ -209,6 +235,10 @@ class PerfRun:
             settings = dataclasses.replace(
                 settings, intra_op_threads=tail.threads, spinning=tail.spinning
             )
+        check_provider(settings.provider, self.options.gpu_modes)
+        if settings.provider == TENSORRT:  # profiled for every length of the mix
+            model, _ = self.models.resolve(case, settings)
+            settings = case_settings(self.options, case, model.path, settings)
         return traffic_workload(self.models, self.options, settings, case)
 
     def measure_torch(self, case: PerfCase) -> LatencyResult:

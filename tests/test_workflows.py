@@ -7,6 +7,7 @@ says so. The structural checks need PyYAML and skip without it.
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -82,10 +83,49 @@ def workflow(request: pytest.FixtureRequest) -> dict[str, Any]:
     return _load(request.param)
 
 
-def test_gpu_job_runs_on_the_self_hosted_gpu_runner() -> None:
+def test_gpu_job_runs_on_the_labels_of_a_repository_variable() -> None:
     job = _only_job(_load(GPU))
-    assert job["runs-on"] == GPU_LABELS
+    expression = re.fullmatch(
+        r"\$\{\{ fromJSON\(vars\.GPU_RUNNER_LABELS \|\| '(.*)'\) \}\}", job["runs-on"]
+    )
+    assert expression, job["runs-on"]
+    assert json.loads(expression.group(1)) == GPU_LABELS  # the self-hosted runner by default
     assert "head.repo.full_name == github.repository" in job["if"]  # no forks on our runner
+
+
+def _caches(workflow: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {
+        step["name"]: step["with"]
+        for step in _steps(workflow)
+        if step.get("uses", "").startswith("actions/cache@")
+    }
+
+
+def test_gpu_caches_models_and_tensorrt_engines_keyed_by_gpu_model_and_versions() -> None:
+    workflow = _load(GPU)
+    versions = next(s for s in _steps(workflow) if s.get("id") == "versions")
+    assert "nvidia-smi --query-gpu=name" in versions["run"]
+    assert all(f'echo "{name}=' in versions["run"] for name in ("gpu", "ort", "trt"))
+    caches = _caches(workflow)
+    models, engines = caches["Cache models"], caches["Cache TensorRT engines"]
+    export_hash = "hashFiles('export/**', 'pyproject.toml')"
+    assert models["path"].split() == ["models/", "!models/.provider-cache/"]
+    assert export_hash in models["key"] and "steps.versions.outputs.ort" in models["key"]
+    assert engines["path"] == "models/.provider-cache/tensorrt/"
+    for part in ("gpu", "trt", "ort"):
+        assert f"steps.versions.outputs.{part}" in engines["key"]
+        assert f"steps.versions.outputs.{part}" in engines["restore-keys"]
+    assert export_hash in engines["key"]
+    assert _only_job(workflow)["env"]["DIARIZATION_MODEL_CACHE"] == "${{ github.workspace }}/models"
+
+
+def test_gpu_pull_requests_are_gated_against_the_merge_base() -> None:
+    workflow = _load(GPU)
+    (ab,) = [s for s in _steps(workflow) if "--perf-against" in s.get("run", "")]
+    assert ab["if"] == "github.event_name == 'pull_request'"
+    assert '--perf-against "$(git merge-base HEAD "origin/$GITHUB_BASE_REF")"' in ab["run"]
+    checkout = next(s for s in _steps(workflow) if "checkout@" in s.get("uses", ""))
+    assert checkout["with"]["fetch-depth"] == 0
 
 
 def test_gpu_job_compares_and_installs_only_the_gpu_wheel() -> None:

@@ -11,6 +11,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from perf.measure.trt import engine_cache_dir
+
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
 TENSORRT = "TensorrtExecutionProvider"
@@ -110,7 +112,8 @@ def provider_options(provider: str, cache_dir: Path) -> dict[str, str]:
         # making baselines bimodal. Heuristic picks are deterministic; warm-up absorbs the rest.
         return {"device_id": "0", "cudnn_conv_algo_search": "HEURISTIC"}
     if full == TENSORRT:
-        trt_dir = cache_dir / "tensorrt"
+        # Keyed by GPU model, TensorRT and onnxruntime: an engine from another is never loaded.
+        trt_dir = engine_cache_dir(cache_dir)
         trt_dir.mkdir(parents=True, exist_ok=True)
         return {
             "device_id": "0",

@@ -25,7 +25,7 @@ from perf.stats.percentiles import min_samples_for_upper_bound
 
 # The code that decides how calls are timed: runs timed by other code are not alike, and a stored
 # baseline records this so that a comparison refuses runs measured differently.
-MEASURING_CODE = ("sampling.py", "sessions.py", "contention.py", "gpu_state.py")
+MEASURING_CODE = ("sampling.py", "sessions.py", "contention.py", "gpu_state.py", "gpu_modes.py")
 
 
 def measuring_code_digest() -> str:

@@ -56,6 +56,9 @@ class SessionSettings:
     spinning: bool = True
     graph_optimization: str = "all"
     provider_options: Mapping[str, str] = field(default_factory=dict)
+    # --perf-io-binding / --perf-cuda-graph: timed calls are run_with_iobinding on the provider's
+    # device (perf.measure.gpu_modes); False is a plain session.run
+    io_binding: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "provider", resolve_provider(self.provider))
@@ -77,6 +80,10 @@ class SessionSettings:
         report = asdict(self)
         report["provider_options"] = dict(self.provider_options)
         report["effective_intra_op_threads"] = self.effective_intra_op_threads()
+        # Only a bound run says so: rows of plain session.run keep the settings stored before.
+        if not report.pop("io_binding"):
+            return report
+        report["run_mode"] = "io-binding"
         return report
 
 
