@@ -45,6 +45,7 @@ from perf.baselines.store import (
 from perf.measure.cases import PerfCase
 from perf.measure.contention import Contention
 from perf.measure.fingerprint import machine_fingerprint, software_fingerprint
+from perf.measure.gpu_state import GpuMonitor, GpuState
 from perf.measure.sampling import Samples, SamplingPolicy
 from perf.measurement import LatencyResult
 from perf.plugin import perf_run_of
@@ -53,6 +54,7 @@ from perf.stats.compare import Segment
 from perf.stats.outcome import Outcome
 from perf.stats.percentiles import LatencySummary
 from tests import test_plugin
+from tests.fake_nvml import FakeNvml
 from tests.test_plugin import Suite, output
 
 pytest_plugins = ["pytester"]
@@ -457,6 +459,29 @@ def test_a_contended_run_is_not_stored_as_a_baseline_run(tmp_path: Path) -> None
         "processes used 1.00 cores on average (of 2) during sampling"
     ]
     assert gate.save([busy])[0] is None
+
+
+def _throttled() -> GpuState:
+    """A GPU that reported a hardware thermal slowdown (fake NVML) while it was sampled."""
+    monitor = GpuMonitor(FakeNvml(reasons=(0, 0x40, 0)), interval_s=3600, ours=lambda: {1})
+    monitor.start()
+    monitor.sample()
+    return monitor.stop()
+
+
+def test_a_run_on_a_throttled_gpu_is_neither_judged_nor_stored(tmp_path: Path) -> None:
+    throttled = dataclasses.replace(make_samples(latencies(6.0, seed=1)), gpu=_throttled())
+
+    check = judge(stored_baseline(tmp_path / "judged"), throttled)
+    gate = BaselineGate(tmp_path / "stored")
+    gate.fingerprint = (MACHINE, SOFTWARE)
+    path, left_out = gate.save([make_result(throttled)])
+
+    assert check.comparison is not None and check.comparison.verdict is Outcome.SLOWER
+    assert check.outcome is Outcome.UNDECIDED and not check.regressed
+    assert "not judged: " in check.message and "hw_thermal_slowdown" in check.message
+    assert path is None and "hw_thermal_slowdown" in left_out[0]
+    assert make_samples(latencies(2.0)).disturbance() is None
 
 
 def test_the_same_distribution_is_not_a_regression(tmp_path: Path) -> None:

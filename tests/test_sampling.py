@@ -14,8 +14,10 @@ import pytest
 
 import perf.measure.sampling
 from perf.measure.contention import Contention, ContentionMonitor, CpuTimes
+from perf.measure.gpu_state import GpuMonitor
 from perf.measure.sampling import SamplingPolicy, sample, timed, warm_up
 from perf.stats.percentiles import min_samples_for_upper_bound
+from tests.fake_nvml import FakeNvml
 
 NS_PER_MS = 1_000_000
 
@@ -322,3 +324,15 @@ def test_the_busiest_segment_is_kept_beside_the_average(
     assert result.contention.other_cores_busy == 0.1
     assert result.contention.peak_other_cores_busy == 0.7
     assert result.contention.contaminated()
+
+
+def test_the_gpu_state_during_the_timed_calls_is_kept_with_the_samples(clock: FakeClock) -> None:
+    nvml = FakeNvml(sm_mhz=(1980, 1500), reasons=(0,))
+    monitor = GpuMonitor(nvml, interval_s=3600, ours=lambda: {1})
+
+    result = sample(FakeModel(clock, constant(2.0)), SamplingPolicy(min_samples=20), gpu=monitor)
+
+    assert result.gpu is not None and result.gpu.available and result.gpu.samples >= 2
+    assert result.to_dict()["gpu"]["sm_mhz_min"] == 1500
+    assert "SM clock" in (result.disturbance() or "")  # 1980 -> 1500 MHz: not the model's
+    assert sample(FakeModel(clock, constant(2.0)), SamplingPolicy(min_samples=20)).gpu is None
