@@ -179,6 +179,31 @@ def test_peak_rate(peak_case: PerfCase, perf_run: PerfRun, request: pytest.Fixtu
     if perf_run.against is not None and result.proven_rps > 0:
         rate = result.proven_rps
         _against(lambda: perf_run.compare_against(peak_case, rate), perf_run, request)
+    elif perf_run.options.compare or perf_run.options.save_baseline:
+        _peak_vs_stored(peak_case, result.proven_rps, perf_run, request)
+
+
+def _peak_vs_stored(
+    case: PerfCase, proven_rps: float, run: PerfRun, request: pytest.FixtureRequest
+) -> None:
+    """The peak in baselines: a server run at the stored peak rate (the first saved run's
+    proven rate), judged on the stored runs at that rate like any server row. A peak search
+    moves with the machine's drift; the latency at one fixed rate is what lost capacity raises
+    (a model that got slower queues more there)."""
+    stored = run.baselines.stored_settings(f"{case.id}-peak") or {}
+    rate = stored.get("rate_rps") or proven_rps
+    if not rate:
+        return  # nothing proven now, nothing stored: no rate to serve
+    with unavailable_or_refused(run.options.debug):
+        served = run.traffic.measure_server(case, rate, at_peak=True)
+    latencies = served.run.values("latency_ms")
+    benchmark = _record(request, latencies, {"server": served.to_dict(), "samples_ms": latencies})
+    if not run.options.compare:
+        return
+    failure = _vs_stored(stored_row(served), run, benchmark)
+    if failure:
+        found = f"(the peak found now: {proven_rps:.3g} req/s; stored runs served {rate:.3g})"
+        pytest.fail(f"{failure}\n{found}", pytrace=False)
 
 
 def test_tail_settings(tail_case: tuple[PerfCase, float], perf_run: PerfRun) -> None:

@@ -13,7 +13,7 @@ import pytest
 
 from export.integer_numerics import saturates, this_machine_isa
 from export.layout import MODEL_FILE
-from perf.measure.numerics import NumericsChecker, NumericsSubject
+from perf.measure.numerics import NumericsChecker, NumericsSubject, checked_configuration
 from perf.measure.sessions import SessionSettings, session_runner
 from perf.stats.outcome import Outcome
 from tests import test_plugin
@@ -183,3 +183,10 @@ def test_a_parent_for_a_model_that_is_not_benchmarked_is_a_usage_error(
     result = suite.run(f"--perf-model-parent={full_range_int8}={parent}")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     assert "which is not a --perf-model (given: none); give the same path to both" in output(result)
+
+
+def test_reduced_precision_on_the_provider_is_its_own_check() -> None:
+    """TensorRT fp16 computes other numbers than fp32 TensorRT: checked and cached apart."""
+    assert checked_configuration("tensorrt", {"trt_fp16_enable": "True"}) == "tensorrt fp16"
+    assert checked_configuration("tensorrt", {"trt_fp16_enable": "False"}) == "tensorrt"
+    assert checked_configuration("cpu", {}) == "cpu"

@@ -24,7 +24,7 @@ def test_a_server_run_per_rate_with_its_row_in_the_report(suite: Suite, tmp_path
     )  # fmt: skip
 
     text = output(result)
-    result.assert_outcomes(passed=2, skipped=6)  # the other scenarios say why they are off
+    result.assert_outcomes(passed=2, skipped=7)  # the other scenarios say why they are off
     assert "server scenario: Poisson arrivals, latency from scheduled time" in text
     assert "SKIPPED [4] test_latency.py: --perf-scenario server" in text  # each says why
     assert "SKIPPED [1] test_latency.py: no --perf-rate peak" in text
@@ -59,7 +59,7 @@ def test_a_peak_search_with_its_points_in_the_report(suite: Suite, tmp_path: Pat
     )  # fmt: skip
 
     text = output(result)
-    result.assert_outcomes(passed=1, skipped=6)
+    result.assert_outcomes(passed=1, skipped=7)
     assert "peak rate under an SLO" in text
     assert "tiny/fp32-cpu-3s: peak rate with P99 <= 50 ms: at least" in text
     (row,) = json.loads((report / "report.json").read_text())["scenarios"]
@@ -80,7 +80,7 @@ def test_offline_runs_each_batch_size_with_its_throughput(suite: Suite, tmp_path
         f"--perf-report={report}", target="test_latency.py",
     )  # fmt: skip
 
-    result.assert_outcomes(passed=2, skipped=6)
+    result.assert_outcomes(passed=2, skipped=7)
     assert "offline: every request there from the start, batched" in output(result)
     rows = json.loads((report / "report.json").read_text())["scenarios"]
     assert [(r["id"], r["batch"]) for r in rows] == [
@@ -101,7 +101,7 @@ def test_the_tail_matrix_runs_each_setting_and_names_the_best(suite: Suite, tmp_
         f"--perf-report={report}", target="test_latency.py",
     )  # fmt: skip
 
-    result.assert_outcomes(passed=2, skipped=5)  # the rate's own run, and its matrix
+    result.assert_outcomes(passed=2, skipped=6)  # the rate's own run, and its matrix
     text = output(result)
     assert "tail settings: the server scenario under each session setting" in text
     rows = json.loads((report / "report.json").read_text())["scenarios"]
@@ -123,7 +123,7 @@ def test_a_length_mix_has_one_case_per_model_and_a_row_per_length(
         "--perf-max-time=2", f"--perf-report={report}", target="test_latency.py",
     )  # fmt: skip
 
-    result.assert_outcomes(passed=1, skipped=6)
+    result.assert_outcomes(passed=1, skipped=7)
     (row,) = json.loads((report / "report.json").read_text())["scenarios"]
     assert row["id"] == "tiny/fp32-cpu-mix"
     assert [(r["length"], r["weight"]) for r in row["per_length"]] == [("1s", 3.0), ("4s", 1.0)]
@@ -166,7 +166,7 @@ def test_a_server_run_is_judged_on_its_budget_from_scheduled_arrival(suite: Suit
         "--perf-scenario=server", "--perf-rate=50", "--perf-max-time=1", target="test_latency.py"
     )
 
-    result.assert_outcomes(failed=1, skipped=6)
+    result.assert_outcomes(failed=1, skipped=7)
     assert "tiny/fp32-cpu-3s at 50 req/s broke its budget: P99" in output(result)
 
 

@@ -57,6 +57,12 @@ class BaselineGate:
         both = machine_and_software()
         return both["machine"], both["software"]
 
+    def stored_settings(self, bench: str) -> dict[str, Any] | None:
+        """The settings ``bench``'s stored runs were recorded with, or None (none stored)."""
+        if self.baseline is None or bench not in self.baseline.benchmarks:
+            return None
+        return dict(self.baseline.entry(bench).settings)
+
     def check(self, result: LatencyResult | StoredRow) -> BaselineCheck:
         """A single-stream result, or a traffic scenario's row, judged on its stored runs."""
         row = StoredRow.of(result)

@@ -34,6 +34,19 @@ from perf.stats.outcome import Outcome
 CHECK_FORMAT = 2  # 2: outcome (pass, fail, not compared) in place of status strings
 
 Runner = Callable[[Path, Mapping[str, np.ndarray]], np.ndarray]
+# Provider options that change the arithmetic (TensorRT's reduced precision): a verdict under
+# one does not vouch for the model under another, so each is checked, and cached, on its own.
+PRECISION_OPTIONS = ("trt_fp16_enable", "trt_bf16_enable", "trt_int8_enable")
+
+
+def checked_configuration(provider: str, options: Mapping[str, str]) -> str:
+    """The provider as the numerics check names it: ``tensorrt fp16`` under trt_fp16_enable."""
+    reduced = [
+        name.removeprefix("trt_").removesuffix("_enable")
+        for name in PRECISION_OPTIONS
+        if str(options.get(name, "")).lower() in ("true", "1")
+    ]
+    return " ".join([provider, *reduced])
 
 
 class NumericsRefused(Exception):
@@ -123,7 +136,8 @@ class NumericsChecker:
             small = dataclasses.replace(case, duration_s=min(case.duration_s, 1.0), batch=1)
             inputs = case_inputs(model.path, small, dims, fixed)
         subject = numerics_subject(model, inputs)
-        verdict = self.check(subject, case.provider, session_runner(settings))
+        configuration = checked_configuration(case.provider, settings.provider_options)
+        verdict = self.check(subject, configuration, session_runner(settings))
         if verdict.outcome is Outcome.FAIL:
             raise NumericsRefused(verdict)
         return verdict

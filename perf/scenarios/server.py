@@ -57,10 +57,15 @@ class ServerResult:
     decisions: tuple[BudgetDecision, ...] = ()  # the budget judged on latency from arrival
     first_call_ms: tuple[float, ...] = ()  # each length's first (cold) call, before timing
     contention: Contention | None = None  # other processes' CPU use while requests were served
+    # Served at the peak rate (--perf-rate peak with baselines): stored as ``<case>-peak``
+    at_peak: bool = False
 
     @property
     def bench(self) -> str:
-        """Its name in baselines and reports (the test's id)."""
+        """Its name in baselines and reports (the test's id; a peak row keeps one name
+        whatever its rate, the rate then being one of its settings)."""
+        if self.at_peak:
+            return f"{self.case.id}-peak"
         return server_bench(self.case, self.run.rate_rps)
 
     @property
@@ -154,7 +159,8 @@ def stored_row(result: ServerResult) -> StoredRow:
     workload = result.workload
     settings = {
         **(workload.settings if workload else {}),
-        "scenario": "server",
+        "scenario": "peak" if result.at_peak else "server",
+        **({"rate_rps": result.run.rate_rps} if result.at_peak else {}),
         "workers": result.run.workers,
         "mix": [list(m) for m in result.case.mix],
         "scenario_code": scenario_code_digest(),

@@ -78,16 +78,21 @@ class TrafficRun:
         self.matrix_results: list[MatrixResult] = []
 
     def measure_server(
-        self, case: PerfCase, rate_rps: float, budget: Budget | None = None
+        self,
+        case: PerfCase,
+        rate_rps: float,
+        budget: Budget | None = None,
+        at_peak: bool = False,
     ) -> ServerResult:
         """The case's model on one session serving Poisson arrivals at ``rate_rps``, judged
-        on ``budget``."""
+        on ``budget``; ``at_peak``: the run that stands for the case's peak rate in baselines."""
         workload = self.open_workload(case, None)
         policy = self.policy
         log.info("%s: serving %g req/s for %g s", case.id, rate_rps, policy.max_seconds)
         result = measure_server(
             case, workload, rate_rps, self.workers, policy.max_seconds, policy.confidence
         ).judged(budget, policy.confidence)
+        result = dataclasses.replace(result, at_peak=at_peak)
         self.server_results.append(result)
         return result
 
