@@ -14,6 +14,7 @@ are the history a trend or change-point view reads.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 import os
@@ -109,35 +110,90 @@ def record_path(directory: Path, record: Mapping[str, Any]) -> Path:
 def write_record(directory: Path, record: Mapping[str, Any]) -> Path:
     """Write ``record`` once; an existing file of that name is left as it is (same run)."""
     path = record_path(directory, record)
-    if path.exists():
-        return path
+    if not path.exists():
+        link_new(path, json.dumps(record, indent=1, sort_keys=True).encode())
+    return path
+
+
+def link_new(path: Path, data: bytes) -> bool:
+    """Put ``data`` at ``path`` whole via a scratch file and a hard link; never overwrites.
+    False when ``path`` already existed (its bytes are left as they are)."""
     scratch = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    atomic_write_bytes(scratch, json.dumps(record, indent=1, sort_keys=True).encode())
+    atomic_write_bytes(scratch, data)
     try:
         os.link(scratch, path)  # fails if the name exists: never overwrites
     except FileExistsError:
-        pass
+        return False
     finally:
         scratch.unlink(missing_ok=True)
-    return path
+    return True
+
+
+def read_record(path: Path) -> dict[str, Any]:
+    """One record file, checked; HistoryError names the file and what is wrong."""
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise HistoryError(f"{path}: not a readable run record ({error})") from None
+    missing = [k for k in ("format", "run_id", "recorded_at", "commit", "benchmarks")
+               if not isinstance(record, dict) or k not in record]  # fmt: skip
+    if missing:
+        raise HistoryError(f"{path}: not a run record (missing {', '.join(missing)})")
+    if record["format"] != RECORD_FORMAT:
+        raise HistoryError(
+            f"{path}: record format {record['format']!r}; this suite reads {RECORD_FORMAT}"
+        )
+    return record
+
+
+def record_files(directory: Path) -> list[Path]:
+    """The record files of a store (``<machine id>/<name>.json``), in name order."""
+    return sorted(directory.glob("*/*.json"))
 
 
 def load_records(directory: Path) -> list[dict[str, Any]]:
     """Every record under ``directory``, oldest first; HistoryError names a bad file."""
-    records = []
-    for path in sorted(directory.glob("*/*.json")):
-        try:
-            record = json.loads(path.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise HistoryError(f"{path}: not a readable run record ({error})") from None
-        missing = [k for k in ("format", "run_id", "recorded_at", "commit", "benchmarks")
-                   if not isinstance(record, dict) or k not in record]  # fmt: skip
-        if missing:
-            raise HistoryError(f"{path}: not a run record (missing {', '.join(missing)})")
-        if record["format"] != RECORD_FORMAT:
-            raise HistoryError(
-                f"{path}: record format {record['format']!r}; this suite reads {RECORD_FORMAT}"
-            )
-        records.append(record)
+    records = [read_record(path) for path in record_files(directory)]
     unique = {r["run_id"]: r for r in records}
     return sorted(unique.values(), key=lambda r: (r["recorded_at"], r["run_id"]))
+
+
+@dataclasses.dataclass(frozen=True)
+class Gathered:
+    added: list[Path]  # new in the store
+    present: list[Path]  # already there with the same bytes
+
+    def describe(self, into: Path) -> str:
+        return f"{into}: {len(self.added)} record(s) added, {len(self.present)} already there"
+
+
+def gather(sources: Sequence[Path], into: Path) -> Gathered:
+    """The union of the stores ``sources`` (e.g. downloaded artifacts) into the store ``into``.
+
+    Every file is checked before any is linked in, so a refused gather leaves ``into`` as it
+    was: a bad record, or a name already held (in ``into`` or an earlier source) by different
+    bytes, raises HistoryError naming both files. The same name with the same bytes is the same
+    record and changes nothing."""
+    planned: dict[Path, tuple[Path, bytes]] = {}
+    present: list[Path] = []
+    for source in sources:
+        for path in record_files(source):
+            target = into / path.relative_to(source)
+            data = path.read_bytes()
+            held = planned.get(target) or _held(target)
+            if held is None:
+                read_record(path)
+                planned[target] = (path, data)
+            elif held[1] == data:
+                present.append(target)
+            else:
+                raise HistoryError(
+                    f"{path}: differs from {held[0]}, a record of the same name; "
+                    "records are write-once, refusing to overwrite"
+                )
+    added = [target for target, (_, data) in planned.items() if link_new(target, data)]
+    return Gathered(added, present)
+
+
+def _held(target: Path) -> tuple[Path, bytes] | None:
+    return (target, target.read_bytes()) if target.exists() else None
