@@ -49,7 +49,7 @@ def synthesise(
     for i in range(records):
         machine = i % machines
         step = 1.1 if i >= records // 2 else 1.0
-        fingerprint = {"machine": {"cpu_model": f"Synthetic CPU {machine}"}}
+        fingerprint = {"cpu_model": f"Synthetic CPU {machine}", "usable_cores": 2}
         commit = {"sha": f"{i:040x}", "time": None, "branch": "main", "dirty": False}
         benches = {f"model{b}/fp32-cpu": _bench(rng, (10.0 + b) * step, samples)
                    for b in range(benchmarks)}  # fmt: skip
