@@ -310,3 +310,16 @@ def test_the_job_summary_table_has_a_row_per_benchmark_with_its_last_change(
     assert "| benchmark | runs | last P50 | last P99 [95% CI] | P50, last runs |" in out
     (row,) = [line for line in out.splitlines() if line.startswith("| cnn/fp32-cpu-3s |")]
     assert "| 16 |" in row and "change at 88888888: P50 x1.2" in row
+
+
+def test_bench_scale_synthesises_a_store_every_series_reads_back_from(tmp_path: Path) -> None:
+    from perf import history_scale
+
+    history_scale.synthesise(tmp_path, records=40, machines=2, benchmarks=3, samples=5)
+
+    scale = history_scale.measure(tmp_path, last=4)
+    assert (scale.records, scale.series) == (40, 6)
+    assert scale.page_bytes == len(history.page(load_records(tmp_path), 4).encode())
+    rows = history.series(load_records(tmp_path))
+    assert {len(r) for r in rows.values()} == {20}  # round-robin over the machines
+    assert "40 records, 6 series: load_records " in scale.describe()
