@@ -166,7 +166,7 @@ def show_main(argv: Sequence[str]) -> int:
     if not args.directory.is_dir():
         parser.error(f"{args.directory}: no such folder (write one with --perf-history DIR)")
     try:
-        records = load_records(args.directory)
+        records = load_records(args.directory, samples=False)
     except HistoryError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -323,3 +323,14 @@ def test_bench_scale_synthesises_a_store_every_series_reads_back_from(tmp_path: 
     rows = history.series(load_records(tmp_path))
     assert {len(r) for r in rows.values()} == {20}  # round-robin over the machines
     assert "40 records, 6 series: load_records " in scale.describe()
+
+
+def test_the_history_views_read_records_without_their_calls(tmp_path: Path) -> None:
+    write_record(tmp_path, _record("c" * 40, 20.0))
+
+    (full,) = load_records(tmp_path)
+    (light,) = load_records(tmp_path, samples=False)
+
+    assert full["benchmarks"]["cnn/fp32-cpu-3s"]["samples_ms"] == [20.0] * 3
+    assert "samples_ms" not in light["benchmarks"]["cnn/fp32-cpu-3s"]
+    assert light["benchmarks"]["cnn/fp32-cpu-3s"]["latency_ms"] == {"p50": 20.0}

@@ -151,11 +151,20 @@ def record_files(directory: Path) -> list[Path]:
     return sorted(directory.glob("*/*.json"))
 
 
-def load_records(directory: Path) -> list[dict[str, Any]]:
-    """Every record under ``directory``, oldest first; HistoryError names a bad file."""
-    records = [read_record(path) for path in record_files(directory)]
+def load_records(directory: Path, samples: bool = True) -> list[dict[str, Any]]:
+    """Every record under ``directory``, oldest first; HistoryError names a bad file.
+    ``samples=False`` drops each benchmark's calls as it is read (the history views need only
+    the percentiles; 10,000 records of 5 x 2000 calls would hold 10^8 floats)."""
+    records = [_without_samples(read_record(p)) if not samples else read_record(p)
+               for p in record_files(directory)]  # fmt: skip
     unique = {r["run_id"]: r for r in records}
     return sorted(unique.values(), key=lambda r: (r["recorded_at"], r["run_id"]))
+
+
+def _without_samples(record: dict[str, Any]) -> dict[str, Any]:
+    for bench in record["benchmarks"].values():
+        bench.pop("samples_ms", None)
+    return record
 
 
 @dataclasses.dataclass(frozen=True)
