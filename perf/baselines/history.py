@@ -3,8 +3,9 @@
 A record is a JSON file ``DIR/<machine id>/<UTC time>-<commit>-<run id>.json``, written to a
 scratch file and then hard-linked into place, so it appears whole or not at all and is never
 overwritten: appends from any number of runners cannot conflict, a merge of two stores is the
-union of their files, and copying the same record twice changes nothing (same name, same
-bytes). It holds the commit (sha, time, branch, dirty flag), the CI run where there is one
+union of their files (``gather``: checked first, a same-name record with other bytes refused),
+and copying the same record twice changes nothing (same name, same bytes). It holds the commit
+(sha, time, branch, dirty flag), the CI run where there is one
 (GitHub Actions' variables), the machine and software fingerprints, the traffic scenarios'
 rows and ``--perf-against`` outcomes, and per benchmark its
 settings, model key, outcomes, percentiles with intervals and up to ``MAX_SAMPLES`` calls
@@ -155,15 +156,16 @@ def load_records(directory: Path, samples: bool = True) -> list[dict[str, Any]]:
     """Every record under ``directory``, oldest first; HistoryError names a bad file.
     ``samples=False`` drops each benchmark's calls as it is read (the history views need only
     the percentiles; 10,000 records of 5 x 2000 calls would hold 10^8 floats)."""
-    records = [_without_samples(read_record(p)) if not samples else read_record(p)
-               for p in record_files(directory)]  # fmt: skip
+    records = [_read(path, samples) for path in record_files(directory)]
     unique = {r["run_id"]: r for r in records}
     return sorted(unique.values(), key=lambda r: (r["recorded_at"], r["run_id"]))
 
 
-def _without_samples(record: dict[str, Any]) -> dict[str, Any]:
-    for bench in record["benchmarks"].values():
-        bench.pop("samples_ms", None)
+def _read(path: Path, samples: bool) -> dict[str, Any]:
+    record = read_record(path)
+    if not samples:
+        for bench in record["benchmarks"].values():
+            bench.pop("samples_ms", None)
     return record
 
 
@@ -183,26 +185,21 @@ def gather(sources: Sequence[Path], into: Path) -> Gathered:
     was: a bad record, or a name already held (in ``into`` or an earlier source) by different
     bytes, raises HistoryError naming both files. The same name with the same bytes is the same
     record and changes nothing."""
-    planned: dict[Path, tuple[Path, bytes]] = {}
+    planned: dict[Path, Path] = {}  # target -> its source, read again when linked in
     present: list[Path] = []
     for source in sources:
         for path in record_files(source):
             target = into / path.relative_to(source)
-            data = path.read_bytes()
-            held = planned.get(target) or _held(target)
+            held = planned.get(target) or (target if target.exists() else None)
             if held is None:
                 read_record(path)
-                planned[target] = (path, data)
-            elif held[1] == data:
+                planned[target] = path
+            elif held.read_bytes() == path.read_bytes():
                 present.append(target)
             else:
                 raise HistoryError(
-                    f"{path}: differs from {held[0]}, a record of the same name; "
+                    f"{path}: differs from {held}, a record of the same name; "
                     "records are write-once, refusing to overwrite"
                 )
-    added = [target for target, (_, data) in planned.items() if link_new(target, data)]
+    added = [target for target, path in planned.items() if link_new(target, path.read_bytes())]
     return Gathered(added, present)
-
-
-def _held(target: Path) -> tuple[Path, bytes] | None:
-    return (target, target.read_bytes()) if target.exists() else None
