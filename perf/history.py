@@ -7,6 +7,12 @@ P50s and the series' change points (perf.stats.change_points: binary segmentatio
 max-t permutation test on log P50, each with the commit of the first run after it, its size
 with an interval and its p-value). ``--last N`` keeps the newest N runs of each; ``--page
 FILE`` also writes them as one self-contained HTML page (perf.reports.history_page).
+
+``python -m perf.history gather SRC... --into DIR`` puts the records of several stores (e.g.
+downloaded artifacts of several runners) into one as a union of files: a record already there
+with the same bytes changes nothing, one of the same name with other bytes is refused, naming
+both files, and the store is left as it was. ``python -m perf.history bench-scale`` times
+reading, searching and drawing 10,000 synthesised records (perf.history_scale).
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from perf.baselines.history import HistoryError, load_records
+from perf.baselines.history import HistoryError, gather, load_records
 from perf.files import atomic_write_text
 from perf.reports.history_page import render_page
 from perf.stats.change_points import MIN_RUNS, change_points
@@ -102,7 +108,45 @@ def _ms(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.1f}"
 
 
+def page(records: Sequence[dict[str, Any]], last: int | None, url: str | None = None) -> str:
+    """The HTML page of ``records``, each series cut to its newest ``last`` runs."""
+    table = {key: rows[-last:] if last else rows for key, rows in series(records).items()}
+    return render_page(table, url)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["gather"]:
+        return gather_main(argv[1:])
+    if argv[:1] == ["bench-scale"]:
+        from perf import history_scale
+
+        return history_scale.main(argv[1:])
+    return show_main(argv)
+
+
+def gather_main(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m perf.history gather",
+        description="Copy the records of several stores into one (a union of files; "
+        "a record of the same name with other bytes is refused, naming both files).",
+    )
+    parser.add_argument("sources", type=Path, nargs="+", help="--perf-history folders")
+    parser.add_argument("--into", type=Path, required=True, help="the store to gather into")
+    args = parser.parse_args(argv)
+    missing = [str(source) for source in args.sources if not source.is_dir()]
+    if missing:
+        parser.error(f"no such folder: {', '.join(missing)}")
+    try:
+        done = gather(args.sources, args.into)
+    except HistoryError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(done.describe(args.into))
+    return 0
+
+
+def show_main(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m perf.history", description=__doc__)
     parser.add_argument("directory", type=Path, help="the --perf-history folder")
     parser.add_argument("--last", type=int, default=None, help="the newest N runs of each")
@@ -122,15 +166,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.directory.is_dir():
         parser.error(f"{args.directory}: no such folder (write one with --perf-history DIR)")
     try:
-        records = load_records(args.directory)
+        records = load_records(args.directory, samples=False)
     except HistoryError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(markdown(records, args.last) if args.markdown else render(records, args.last), end="")
     if args.page is not None:
-        table = {key: rows[-args.last :] if args.last else rows
-                 for key, rows in series(records).items()}  # fmt: skip
-        atomic_write_text(args.page, render_page(table, args.commit_url))
+        atomic_write_text(args.page, page(records, args.last, args.commit_url))
         print(f"history page: {args.page}")
     return 0
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
@@ -13,6 +15,7 @@ from perf.baselines.history import (
     MAX_SAMPLES,
     HistoryError,
     build_record,
+    gather,
     load_records,
     record_path,
     thinned,
@@ -35,25 +38,67 @@ def _record(sha: str, p50: float, environ: dict[str, str] | None = None) -> dict
     return build_record({"cnn/fp32-cpu-3s": bench}, FINGERPRINT, commit, environ=environ or {})
 
 
-def test_three_runners_merge_as_a_union_and_a_repeated_upload_changes_nothing(
-    tmp_path: Path,
-) -> None:
+def _store_bytes(store: Path) -> dict[Path, bytes]:
+    return {p.relative_to(store): p.read_bytes() for p in store.rglob("*") if p.is_file()}
+
+
+def _three_runners(tmp_path: Path) -> list[Path]:
+    """Three runners' stores, two runs each, on one machine (same machine folder)."""
     runners = [tmp_path / f"runner{i}" for i in range(3)]
     for i, store in enumerate(runners):
-        write_record(store, _record(f"{i:040d}", 20.0 + i))
-    merged = tmp_path / "history"
+        for run in range(2):
+            write_record(store, _record(f"{i}{run}" * 20, 20.0 + i + run / 10))
+    return runners
 
-    for store in runners:
-        shutil.copytree(store, merged, dirs_exist_ok=True)
-    before = {p: p.read_bytes() for p in merged.rglob("*.json")}
-    shutil.copytree(runners[0], merged, dirs_exist_ok=True)  # the same upload again
 
-    assert {p: p.read_bytes() for p in merged.rglob("*.json")} == before
-    records = load_records(merged)
-    assert len(records) == 3 and len({r["run_id"] for r in records}) == 3
-    assert sorted(r["benchmarks"]["cnn/fp32-cpu-3s"]["latency_ms"]["p50"] for r in records) == [
-        20.0, 21.0, 22.0
-    ]  # fmt: skip
+def test_gather_makes_one_store_of_three_runners_and_a_repeat_changes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    runners, store = _three_runners(tmp_path), tmp_path / "history"
+    sources = {p.name: p.read_bytes() for r in runners for p in r.rglob("*.json")}
+
+    assert history.main(["gather", *map(str, runners), "--into", str(store)]) == 0
+    assert capsys.readouterr().out == f"{store}: 6 record(s) added, 0 already there\n"
+    gathered = _store_bytes(store)
+    assert {p.name: data for p, data in gathered.items()} == sources  # each once, same bytes
+    assert len(load_records(store)) == 6
+
+    again = gather(runners, store)  # a fourth gather: the same records
+    assert (len(again.added), len(again.present)) == (0, 6)
+    assert _store_bytes(store) == gathered
+    assert not list(store.rglob("*.tmp"))
+
+
+def test_gather_refuses_a_tampered_record_naming_it_and_leaves_the_store_as_it_was(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    runners, store = _three_runners(tmp_path), tmp_path / "history"
+    gather(runners[:2], store)
+    before = _store_bytes(store)
+    tampered = sorted(runners[1].rglob("*.json"))[0]
+    text = tampered.read_text()
+    tampered.write_text(text.replace('"p50": 21.', '"p50": 12.'))
+    assert tampered.read_text() != text
+
+    with pytest.raises(HistoryError, match=r"differs from .*refusing to overwrite") as error:
+        gather(runners, store)  # runner 2's new records come after it and are not linked in
+    assert str(tampered) in str(error.value) and str(store) in str(error.value)
+    assert _store_bytes(store) == before
+
+    assert history.main(["gather", *map(str, runners), "--into", str(store)]) == 2
+    assert tampered.name in capsys.readouterr().err
+    assert _store_bytes(store) == before
+
+
+def test_gather_checks_each_record_before_linking_it_in(tmp_path: Path) -> None:
+    runners, store = _three_runners(tmp_path), tmp_path / "history"
+    bad = runners[2] / "m" / "bad.json"
+    bad.parent.mkdir()
+    bad.write_text('{"format": 1}')
+
+    with pytest.raises(HistoryError, match=r"bad\.json: not a run record"):
+        gather(runners, store)
+    assert not store.exists() or not _store_bytes(store)
 
 
 def test_a_record_is_written_once_and_never_overwritten(tmp_path: Path) -> None:
@@ -204,23 +249,54 @@ def test_the_history_page_draws_each_series_and_its_change_point(tmp_path: Path)
     assert '<a href="https://example.org/c/' + "8" * 40 + '">88888888</a>' in text
 
 
-def test_the_history_page_renders_in_a_real_browser(tmp_path: Path) -> None:
-    import shutil as shell
-    import subprocess
+BROWSERS = ("chromium", "chromium-browser", "google-chrome")
+# Every request goes to a closed port: a page that needed one would not render.
+HEADLESS = ("--headless", "--no-sandbox", "--disable-gpu", "--window-size=900,600",
+            "--enable-logging=stderr", "--proxy-server=127.0.0.1:9")  # fmt: skip
 
-    browser = next((shell.which(b) for b in ("chromium", "chromium-browser", "google-chrome")
-                    if shell.which(b)), None)  # fmt: skip
+
+def _browser(page: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """Headless Chromium on ``page``; skips where no browser is installed."""
+    browser = next((shutil.which(b) for b in BROWSERS if shutil.which(b)), None)
     if browser is None:
         pytest.skip("no headless browser: apt install chromium to render the page in a test")
+    command = [browser, *HEADLESS, *args, page.as_uri()]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return done
+
+
+class _Elements(HTMLParser):
+    """The rendered DOM's start tags: (tag, attributes)."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.found: list[tuple[str, dict[str, str | None]]] = []
+        self.feed(text)
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.found.append((tag, dict(attrs)))
+
+    def classes(self, tag: str) -> list[str | None]:
+        return [attrs.get("class") for name, attrs in self.found if name == tag]
+
+
+def test_the_history_page_renders_in_a_real_browser(tmp_path: Path) -> None:
+    """Chromium's DOM after loading the page: the series and the change point are drawn, and
+    nothing needed a script or a request (every request would go to a closed port)."""
     page = tmp_path / "history.html"
     history.main([str(_stepped_history(tmp_path)), "--page", str(page)])
+
+    done = _browser(page, "--dump-dom")
     shot = tmp_path / "shot.png"
-    done = subprocess.run(
-        [browser, "--headless", "--no-sandbox", "--disable-gpu", f"--screenshot={shot}",
-         "--window-size=900,400", page.as_uri()],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
+    _browser(page, f"--screenshot={shot}")
+
+    dom = _Elements(done.stdout)
+    assert dom.classes("svg") == [None] and dom.classes("polyline") == ["p50", "p99"]
+    assert dom.classes("line").count("change") == 1 and dom.classes("circle").count(None) == 16
+    assert "x1.2" in done.stdout  # the change point's label
+    assert not [tag for tag, attrs in dom.found if tag == "script" or "src" in attrs]
+    assert "Uncaught" not in done.stderr  # Chromium logs a script error as "Uncaught ..."
     assert shot.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
 
 
@@ -234,3 +310,27 @@ def test_the_job_summary_table_has_a_row_per_benchmark_with_its_last_change(
     assert "| benchmark | runs | last P50 | last P99 [95% CI] | P50, last runs |" in out
     (row,) = [line for line in out.splitlines() if line.startswith("| cnn/fp32-cpu-3s |")]
     assert "| 16 |" in row and "change at 88888888: P50 x1.2" in row
+
+
+def test_bench_scale_synthesises_a_store_every_series_reads_back_from(tmp_path: Path) -> None:
+    from perf import history_scale
+
+    history_scale.synthesise(tmp_path, records=40, machines=2, benchmarks=3, samples=5)
+
+    scale = history_scale.measure(tmp_path, last=4)
+    assert (scale.records, scale.series) == (40, 6)
+    assert scale.page_bytes == len(history.page(load_records(tmp_path), 4).encode())
+    rows = history.series(load_records(tmp_path))
+    assert {len(r) for r in rows.values()} == {20}  # round-robin over the machines
+    assert "40 records, 6 series: load_records " in scale.describe()
+
+
+def test_the_history_views_read_records_without_their_calls(tmp_path: Path) -> None:
+    write_record(tmp_path, _record("c" * 40, 20.0))
+
+    (full,) = load_records(tmp_path)
+    (light,) = load_records(tmp_path, samples=False)
+
+    assert full["benchmarks"]["cnn/fp32-cpu-3s"]["samples_ms"] == [20.0] * 3
+    assert "samples_ms" not in light["benchmarks"]["cnn/fp32-cpu-3s"]
+    assert light["benchmarks"]["cnn/fp32-cpu-3s"]["latency_ms"] == {"p50": 20.0}

@@ -7,6 +7,7 @@ says so. The structural checks need PyYAML and skip without it.
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import re
 import shutil
@@ -145,7 +146,7 @@ def test_gpu_triggers() -> None:
 
 def test_cpu_job_reports_without_gating_and_writes_the_step_summary() -> None:
     workflow = _load(CI)
-    job = _only_job(workflow)
+    job = workflow["jobs"]["cpu"]
     assert job["runs-on"] == "ubuntu-latest"
     runs = "\n".join(_runs(workflow))
     assert '".[cpu,export,dev]"' in runs
@@ -211,3 +212,37 @@ def test_every_comparing_step_chooses_what_undecided_does(workflow: dict[str, An
     for step in comparing:
         assert "--perf-undecided" in step["run"], step["name"]
         assert "--perf-report" in step["run"], step["name"]  # its outcomes reach the summary
+
+
+def _job_runs(job: dict[str, Any]) -> str:
+    return "\n".join(step["run"] for step in job["steps"] if "run" in step)
+
+
+def test_history_job_gathers_after_the_benchmarks_on_pushes_to_main_only() -> None:
+    workflow = _load(CI)
+    job = workflow["jobs"]["history"]
+    assert job["needs"] == ["cpu"]
+    assert "github.event_name == 'push'" in job["if"]
+    assert "github.ref == 'refs/heads/main'" in job["if"]
+    assert job["permissions"] == {"contents": "write"}  # that job only; the rest read
+    assert all("permissions" not in other for name, other in workflow["jobs"].items()
+               if name != "history")  # fmt: skip
+    (download,) = [s for s in job["steps"] if "download-artifact@" in s.get("uses", "")]
+    (upload,) = [s for s in _steps(workflow) if "upload-artifact@" in s.get("uses", "")]
+    assert fnmatch.fnmatch(upload["with"]["name"], download["with"]["pattern"])
+    (pages,) = [s for s in job["steps"] if "upload-pages-artifact@" in s.get("uses", "")]
+    assert pages["with"]["path"] == "site/"
+
+
+def test_history_job_adds_records_only_and_retries_a_raced_push() -> None:
+    """The branch only ever gains new record files (gather); the page is written beside it, not
+    committed, so no shared file is rewritten and a rebase onto a raced push cannot conflict."""
+    runs = _job_runs(_load(CI)["jobs"]["history"])
+    assert "python -m perf.history gather" in runs and "--into perf-history-branch" in runs
+    assert "checkout -q --orphan perf-history" in runs  # the first run creates the branch
+    loop = runs[runs.index("for attempt in") : runs.index("done")]
+    assert "push -q origin HEAD:perf-history" in loop and "pull -q --rebase" in loop
+    assert "--page site/index.html" in runs
+    assert not re.search(r">>?\s*perf-history-branch", runs)
+    assert "--page perf-history-branch" not in runs
+    assert "http.extraheader" in runs and "git config" not in runs  # token never stored

@@ -3,8 +3,9 @@
 A record is a JSON file ``DIR/<machine id>/<UTC time>-<commit>-<run id>.json``, written to a
 scratch file and then hard-linked into place, so it appears whole or not at all and is never
 overwritten: appends from any number of runners cannot conflict, a merge of two stores is the
-union of their files, and copying the same record twice changes nothing (same name, same
-bytes). It holds the commit (sha, time, branch, dirty flag), the CI run where there is one
+union of their files (``gather``: checked first, a same-name record with other bytes refused),
+and copying the same record twice changes nothing (same name, same bytes). It holds the commit
+(sha, time, branch, dirty flag), the CI run where there is one
 (GitHub Actions' variables), the machine and software fingerprints, the traffic scenarios'
 rows and ``--perf-against`` outcomes, and per benchmark its
 settings, model key, outcomes, percentiles with intervals and up to ``MAX_SAMPLES`` calls
@@ -14,6 +15,7 @@ are the history a trend or change-point view reads.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 import os
@@ -109,35 +111,95 @@ def record_path(directory: Path, record: Mapping[str, Any]) -> Path:
 def write_record(directory: Path, record: Mapping[str, Any]) -> Path:
     """Write ``record`` once; an existing file of that name is left as it is (same run)."""
     path = record_path(directory, record)
-    if path.exists():
-        return path
-    scratch = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    atomic_write_bytes(scratch, json.dumps(record, indent=1, sort_keys=True).encode())
-    try:
-        os.link(scratch, path)  # fails if the name exists: never overwrites
-    except FileExistsError:
-        pass
-    finally:
-        scratch.unlink(missing_ok=True)
+    if not path.exists():
+        link_new(path, json.dumps(record, indent=1, sort_keys=True).encode())
     return path
 
 
-def load_records(directory: Path) -> list[dict[str, Any]]:
-    """Every record under ``directory``, oldest first; HistoryError names a bad file."""
-    records = []
-    for path in sorted(directory.glob("*/*.json")):
-        try:
-            record = json.loads(path.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise HistoryError(f"{path}: not a readable run record ({error})") from None
-        missing = [k for k in ("format", "run_id", "recorded_at", "commit", "benchmarks")
-                   if not isinstance(record, dict) or k not in record]  # fmt: skip
-        if missing:
-            raise HistoryError(f"{path}: not a run record (missing {', '.join(missing)})")
-        if record["format"] != RECORD_FORMAT:
-            raise HistoryError(
-                f"{path}: record format {record['format']!r}; this suite reads {RECORD_FORMAT}"
-            )
-        records.append(record)
+def link_new(path: Path, data: bytes) -> bool:
+    """Put ``data`` at ``path`` whole via a scratch file and a hard link; never overwrites.
+    False when ``path`` already existed (its bytes are left as they are)."""
+    scratch = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    atomic_write_bytes(scratch, data)
+    try:
+        os.link(scratch, path)  # fails if the name exists: never overwrites
+    except FileExistsError:
+        return False
+    finally:
+        scratch.unlink(missing_ok=True)
+    return True
+
+
+def read_record(path: Path) -> dict[str, Any]:
+    """One record file, checked; HistoryError names the file and what is wrong."""
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise HistoryError(f"{path}: not a readable run record ({error})") from None
+    missing = [k for k in ("format", "run_id", "recorded_at", "commit", "benchmarks")
+               if not isinstance(record, dict) or k not in record]  # fmt: skip
+    if missing:
+        raise HistoryError(f"{path}: not a run record (missing {', '.join(missing)})")
+    if record["format"] != RECORD_FORMAT:
+        raise HistoryError(
+            f"{path}: record format {record['format']!r}; this suite reads {RECORD_FORMAT}"
+        )
+    return record
+
+
+def record_files(directory: Path) -> list[Path]:
+    """The record files of a store (``<machine id>/<name>.json``), in name order."""
+    return sorted(directory.glob("*/*.json"))
+
+
+def load_records(directory: Path, samples: bool = True) -> list[dict[str, Any]]:
+    """Every record under ``directory``, oldest first; HistoryError names a bad file.
+    ``samples=False`` drops each benchmark's calls as it is read (the history views need only
+    the percentiles; 10,000 records of 5 x 2000 calls would hold 10^8 floats)."""
+    records = [_read(path, samples) for path in record_files(directory)]
     unique = {r["run_id"]: r for r in records}
     return sorted(unique.values(), key=lambda r: (r["recorded_at"], r["run_id"]))
+
+
+def _read(path: Path, samples: bool) -> dict[str, Any]:
+    record = read_record(path)
+    if not samples:
+        for bench in record["benchmarks"].values():
+            bench.pop("samples_ms", None)
+    return record
+
+
+@dataclasses.dataclass(frozen=True)
+class Gathered:
+    added: list[Path]  # new in the store
+    present: list[Path]  # already there with the same bytes
+
+    def describe(self, into: Path) -> str:
+        return f"{into}: {len(self.added)} record(s) added, {len(self.present)} already there"
+
+
+def gather(sources: Sequence[Path], into: Path) -> Gathered:
+    """The union of the stores ``sources`` (e.g. downloaded artifacts) into the store ``into``.
+
+    Every file is checked before any is linked in, so a refused gather leaves ``into`` as it
+    was: a bad record, or a name already held (in ``into`` or an earlier source) by different
+    bytes, raises HistoryError naming both files. The same name with the same bytes is the same
+    record and changes nothing."""
+    planned: dict[Path, Path] = {}  # target -> its source, read again when linked in
+    present: list[Path] = []
+    for source in sources:
+        for path in record_files(source):
+            target = into / path.relative_to(source)
+            held = planned.get(target) or (target if target.exists() else None)
+            if held is None:
+                read_record(path)
+                planned[target] = path
+            elif held.read_bytes() == path.read_bytes():
+                present.append(target)
+            else:
+                raise HistoryError(
+                    f"{path}: differs from {held}, a record of the same name; "
+                    "records are write-once, refusing to overwrite"
+                )
+    added = [target for target, path in planned.items() if link_new(target, path.read_bytes())]
+    return Gathered(added, present)
