@@ -16,9 +16,10 @@ import pytest
 
 from perf.measure.cases import PerfCase
 from perf.measure.contention import Contention
-from perf.scenarios import open_loop
+from perf.scenarios import open_loop, traffic
 from perf.scenarios.ab import ABPolicy, interleave
 from perf.scenarios.open_loop import Workload
+from perf.scenarios.peak import PeakResult
 from perf.scenarios.server_ab import ServerBlocks, measure_server_pair, round_requests
 from perf.stats.outcome import Outcome
 from tests import test_plugin
@@ -212,6 +213,42 @@ def test_stored_server_runs_judge_a_later_run_and_catch_a_slower_model(
     assert slower.ret == 1, text
     assert "tiny/fp32-cpu-3s-10rps regressed against its baseline" in text
     assert "tiny/fp32-cpu-3s-10rps vs baseline: slower" in text
+
+
+@pytest.mark.usefixtures("quiet")
+def test_a_stored_peak_is_served_at_its_stored_rate_and_catches_a_slower_model(
+    suite: Suite, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each search finds another rate (drift moves a peak); the stored runs all serve the first
+    save's, and a slower model queues more there. The search is faked (its own tests are in
+    test_peak.py): only where its answer goes is tested here."""
+    found = iter([10.0, 12.0, 9.0, 14.0])
+    current = {"rps": 0.0}
+
+    def search(case: PerfCase, _workload: object, slo_ms: float, *_args: object,
+               **_kwargs: object) -> PeakResult:  # fmt: skip
+        current["rps"] = next(found)
+        return PeakResult(case, slo_ms, 0.95, 50.0, (), "a fake search")
+
+    monkeypatch.setattr(traffic, "find_peak", search)
+    monkeypatch.setattr(PeakResult, "proven_rps", property(lambda _self: current["rps"]))
+    peak = ("--perf-scenario=server", "--perf-rate=peak", "--perf-slo-ms=1000",
+            "--perf-max-time=3", f"--perf-baselines={tmp_path / 'baselines'}")  # fmt: skip
+    for _ in range(3):
+        saved = suite.run(*peak, "--perf-save-baseline", target="test_latency.py")
+        assert saved.ret == 0, output(saved)
+    (stored,) = (tmp_path / "baselines").glob("*/baseline.json")
+    entry = json.loads(stored.read_text())["benchmarks"]["tiny/fp32-cpu-3s-peak"]
+    assert entry["settings"]["scenario"] == "peak" and entry["settings"]["rate_rps"] == 10.0
+    assert len(entry["runs"]) == 3  # the later saves served 10 req/s too, not 12 or 9
+
+    slower = suite.run(*peak, "--benchmark-compare", "--perf-inject-delay=40",
+                       target="test_latency.py")  # fmt: skip
+
+    text = output(slower)
+    assert slower.ret == 1, text
+    assert "tiny/fp32-cpu-3s-peak regressed against its baseline" in text
+    assert "(the peak found now: 14 req/s; stored runs served 10)" in text
 
 
 @pytest.mark.usefixtures("quiet")
