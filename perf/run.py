@@ -185,7 +185,8 @@ class PerfRun:
         p50_ms = result.summary.percentiles["p50"].value
         work = self.efficiency.of(model.path, inputs, settings, p50_ms)
         result = dataclasses.replace(result, numerics=numerics.to_dict(), work=work)
-        if self.options.profile:
+        if self.options.profile or self.options.save_baseline or self.options.compare:
+            # stored with a baseline, and compared with it, so a regression can be explained
             result = with_profile(result, model.path, unbound(settings), inputs)
         warning = result.samples.disturbance()
         if warning:

@@ -36,6 +36,7 @@ from perf.baselines.regression import (
 from perf.baselines.store import (
     BASELINE_FILE,
     BaselineEntry,
+    BaselineError,
     BaselineFile,
     baseline_dir,
     find_baseline,
@@ -152,6 +153,8 @@ def test_passing_run_saves_its_samples_as_this_machines_baseline(suite: Suite) -
     assert f"{BENCH}: the baseline now holds 1 run(s) of it; comparisons need 3" in output(result)
     assert entry["settings"]["intra_op_threads"] == 1
     assert entry["model_key"]
+    # where the time went, kept so that a later regression on these runs can be explained
+    assert entry["profile"][-1]["op_type"] == "(outside nodes)" and len(entry["profile"]) > 2
     loaded = find_baseline(root, machine_fingerprint(), software_fingerprint())
     assert loaded is not None
     assert list(loaded.benchmarks) == [BENCH]
@@ -482,6 +485,49 @@ def test_a_run_on_a_throttled_gpu_is_neither_judged_nor_stored(tmp_path: Path) -
     assert "not judged: " in check.message and "hw_thermal_slowdown" in check.message
     assert path is None and "hw_thermal_slowdown" in left_out[0]
     assert make_samples(latencies(2.0)).disturbance() is None
+
+
+def _profile(conv_ms: float, matmul_ms: float = 1.0) -> list[dict[str, Any]]:
+    call = conv_ms + matmul_ms + 0.2
+    return [{"op_type": "Conv", "ms": conv_ms, "share": conv_ms / call},
+            {"op_type": "MatMul", "ms": matmul_ms, "share": matmul_ms / call},
+            {"op_type": "(outside nodes)", "ms": 0.2, "share": 0.2 / call}]  # fmt: skip
+
+
+def test_a_regression_on_stored_runs_names_the_op_types_that_moved(tmp_path: Path) -> None:
+    """No stored model to measure beside this one: the stored profile and this run's say where
+    the time went (the model's Conv doubled; MatMul did not move)."""
+    for seed in range(3):
+        stored = make_result(make_samples(latencies(2.0, seed=100 + seed)))
+        entry = baseline_entry(dataclasses.replace(stored, profile=_profile(0.8)))
+        save_baselines(tmp_path, MACHINE, SOFTWARE, {BENCH: entry})
+    gate = BaselineGate(tmp_path)
+    gate.fingerprint = (MACHINE, SOFTWARE)
+    slower = make_result(make_samples(latencies(2.8, seed=1)))
+
+    check = gate.check(dataclasses.replace(slower, profile=_profile(1.6)))
+    unexplained = BaselineGate(tmp_path)
+    unexplained.fingerprint = (MACHINE, SOFTWARE)
+
+    assert check.outcome is Outcome.SLOWER
+    assert "why: +0.80 ms Conv (40% -> 57% of the call), +0.00 ms MatMul" in check.message
+    assert check.to_dict()["profile_change"][0]["op_type"] == "Conv"
+    assert unexplained.check(slower).profile_change is None  # this run was not profiled
+
+
+def test_the_profile_is_stored_with_the_baseline_and_old_entries_load(tmp_path: Path) -> None:
+    result = dataclasses.replace(make_result(make_samples(latencies(2.0))), profile=_profile(0.8))
+    path = save_baselines(tmp_path, MACHINE, SOFTWARE, {BENCH: baseline_entry(result)})
+    data = json.loads(path.read_text())
+    assert data["benchmarks"][BENCH]["profile"][0] == {"op_type": "Conv", "ms": 0.8,
+                                                       "share": 0.8 / 2.0}  # fmt: skip
+    del data["benchmarks"][BENCH]["profile"]  # recorded before profiles were kept
+    path.write_text(json.dumps(data))
+    assert load_baseline(path).entry(BENCH).profile is None  # type: ignore[union-attr]
+    data["benchmarks"][BENCH]["profile"] = [{"op_type": "Conv"}]
+    path.write_text(json.dumps(data))
+    with pytest.raises(BaselineError, match=r"profile\[0\].*needs an op_type"):
+        load_baseline(path)
 
 
 def test_the_same_distribution_is_not_a_regression(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -15,6 +16,7 @@ from perf.baselines.regression import (
 )
 from perf.baselines.store import BaselineFile, find_baseline, save_baselines
 from perf.measure.fingerprint import machine_and_software
+from perf.measure.profile import profile_change, profile_change_line
 from perf.measurement import LatencyResult
 from perf.stats.outcome import Outcome
 
@@ -74,8 +76,23 @@ class BaselineGate:
             where=str(self.directory),
         )
         verdict = self._side_by_side(row, verdict)
+        verdict = self._with_profile_change(row, verdict)
         self.checks[row.bench] = verdict
         return verdict
+
+    def _with_profile_change(self, row: StoredRow, verdict: BaselineCheck) -> BaselineCheck:
+        """A regression judged on the stored runs alone (no stored model to measure beside
+        this one) names the op types that moved, from the stored profile and this run's."""
+        if verdict.outcome is not Outcome.SLOWER or verdict.interleaved is not None:
+            return verdict
+        stored = self.baseline.entry(row.bench).profile if self.baseline else None
+        if not stored or not row.profile:
+            return verdict
+        rows = profile_change(stored, row.profile)
+        return dataclasses.replace(
+            verdict, message=f"{verdict.message}\nwhy: {profile_change_line(rows)}",
+            profile_change=rows,
+        )  # fmt: skip
 
     def _side_by_side(self, row: StoredRow, stored: BaselineCheck) -> BaselineCheck:
         if self.remeasure is None or self.baseline is None or stored.comparison is None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,8 @@ class BaselineCheck:
     message: str
     comparison: Comparison | None = None  # against the stored runs
     interleaved: Mapping[str, Any] | None = None  # against the stored model, measured side by side
+    # A regression on the stored runs alone: per op type, the stored profile and this run's
+    profile_change: Sequence[Mapping[str, Any]] | None = None
 
     @property
     def regressed(self) -> bool:
@@ -35,6 +37,9 @@ class BaselineCheck:
             "message": self.message,
             "comparison": None if self.comparison is None else self.comparison.to_dict(),
             "interleaved": None if self.interleaved is None else dict(self.interleaved),
+            "profile_change": None
+            if self.profile_change is None
+            else [dict(row) for row in self.profile_change],
         }
 
 
@@ -60,12 +65,14 @@ class StoredRow:
     samples: Samples
     model_key: str | None
     rate_rps: float | None = None  # a server row's offered rate
+    profile: Sequence[Mapping[str, Any]] | None = None  # per op type (--perf-profile rows)
 
     @classmethod
     def of(cls, result: LatencyResult | StoredRow) -> StoredRow:
         if isinstance(result, StoredRow):
             return result
-        return cls(result.case.id, result.case, result.settings, result.samples, result.model_key)
+        return cls(result.case.id, result.case, result.settings, result.samples, result.model_key,
+                   profile=result.profile)  # fmt: skip
 
 
 def baseline_entry(result: LatencyResult | StoredRow) -> BaselineEntry:
@@ -76,6 +83,7 @@ def baseline_entry(result: LatencyResult | StoredRow) -> BaselineEntry:
         model_key=row.model_key,
         segments=row.samples.segments,
         seconds=row.samples.sampling_seconds,
+        profile=row.profile,
     )
 
 

@@ -126,6 +126,9 @@ class BaselineEntry:
     summary: dict[str, Any]  # LatencySummary.to_dict(), for people reading the file
     recorded_at: str
     run: dict[str, Any]  # {"python": ..., "command": ...}
+    # Where the latest run's time went, per op type (perf.measure.profile.breakdown rows), so
+    # that a later regression judged on these runs alone can name what moved; None: not kept
+    profile: tuple[dict[str, Any], ...] | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "settings", _object(self.settings, "settings"))
@@ -138,6 +141,7 @@ class BaselineEntry:
         object.__setattr__(self, "summary", _object(self.summary, "summary"))
         _check_timestamp(self.recorded_at, "recorded_at")
         object.__setattr__(self, "run", _object(self.run, "run"))
+        object.__setattr__(self, "profile", _profile(self.profile))
 
     @classmethod
     def from_samples(
@@ -148,6 +152,7 @@ class BaselineEntry:
         model_key: str | None = None,
         segments: Sequence[Segment] | None = None,
         seconds: float = 0.0,
+        profile: Sequence[Mapping[str, Any]] | None = None,
     ) -> BaselineEntry:
         """An entry recorded now by this process, with its summary computed from the samples."""
         now = _now()
@@ -160,6 +165,7 @@ class BaselineEntry:
             summary=LatencySummary.from_samples(samples_ms).to_dict(),
             recorded_at=now,
             run={"python": platform.python_version(), "command": shlex.join(sys.argv)},
+            profile=None if profile is None else tuple(dict(row) for row in profile),
         )
 
     @classmethod
@@ -168,6 +174,8 @@ class BaselineEntry:
         if isinstance(data, Mapping) and "probe_ms" in data and "segments" not in data:
             data = {**{k: v for k, v in data.items() if k != "probe_ms"}, "segments": None}
             data["runs"] = []
+        if isinstance(data, Mapping) and "profile" not in data:  # recorded before profiles
+            data = {**data, "profile": None}
         _check_keys(data, _ENTRY_KEYS)
         return cls(**{key: data[key] for key in _ENTRY_KEYS})
 
@@ -181,6 +189,7 @@ class BaselineEntry:
             "summary": copy.deepcopy(self.summary),
             "recorded_at": self.recorded_at,
             "run": copy.deepcopy(self.run),
+            "profile": None if self.profile is None else [dict(row) for row in self.profile],
         }
 
     def after(self, earlier: BaselineEntry | None) -> BaselineEntry:
@@ -191,7 +200,7 @@ class BaselineEntry:
         if earlier.settings != self.settings:
             return self
         runs = (*earlier.runs, *self.runs)[-MAX_BASELINE_RUNS:]
-        return dataclasses.replace(self, runs=runs)
+        return dataclasses.replace(self, runs=runs, profile=self.profile or earlier.profile)
 
 
 _ENTRY_KEYS = tuple(sorted(field.name for field in dataclasses.fields(BaselineEntry)))
@@ -461,10 +470,26 @@ def _runs(value: Any) -> tuple[RunSummary, ...]:
     return tuple(runs)
 
 
+def _profile(value: Any) -> tuple[dict[str, Any], ...] | None:
+    """Per-op-type rows, each with an op type and its ms per call."""
+    if value is None:
+        return None
+    if not isinstance(value, list | tuple):
+        raise _Invalid("profile", "must be a list of per-op-type rows or null")
+    rows = tuple(_object(row, f"profile[{i}]") for i, row in enumerate(value))
+    for i, row in enumerate(rows):
+        if not isinstance(row.get("op_type"), str) or not _is_number(row.get("ms")):
+            raise _Invalid(f"profile[{i}]", "needs an op_type (text) and its ms (a number)")
+    return rows
+
+
+def _is_number(value: Any) -> bool:
+    real = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    return real and math.isfinite(value)
+
+
 def _is_positive(value: Any) -> bool:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        return False
-    return math.isfinite(value) and value > 0
+    return _is_number(value) and value > 0
 
 
 def _check_timestamp(value: Any, field: str) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import math
 import os
 import tempfile
 from collections import Counter
@@ -206,3 +207,40 @@ GPU_CAVEAT = (
     "node times are what the host sees (kernel launches) unless onnxruntime was built with "
     "CUDA profiling; TensorRT runs its part of the graph as one fused node"
 )
+
+
+def profile_change(
+    stored: Sequence[Mapping[str, Any]], now: Sequence[Mapping[str, Any]]
+) -> list[dict[str, Any]]:
+    """Per op type (and the time outside nodes), ms per call in a stored profile and now, and
+    the change, largest first. Not interleaved: the machine's drift between the two scales
+    every op type alike, so a cause stands out by moving more than its share of the call."""
+    before = {row["op_type"]: row for row in stored}
+    after = {row["op_type"]: row for row in now}
+    rows = [
+        {
+            "op_type": op_type,
+            "stored_ms": float(before.get(op_type, {}).get("ms", 0.0)),
+            "now_ms": float(after.get(op_type, {}).get("ms", 0.0)),
+            "stored_share": before.get(op_type, {}).get("share"),
+            "now_share": after.get(op_type, {}).get("share"),
+        }
+        for op_type in dict.fromkeys([*before, *after])
+    ]
+    for row in rows:
+        row["change_ms"] = row["now_ms"] - row["stored_ms"]
+    return sorted(rows, key=lambda r: -abs(r["change_ms"]))
+
+
+def profile_change_line(rows: Sequence[Mapping[str, Any]], top: int = 4) -> str:
+    """``+9.60 ms Conv (31% -> 38% of the call), ...`` for the op types that moved most."""
+
+    def share(value: float | None) -> str:
+        return "n/a" if value is None or not math.isfinite(value) else f"{value:.0%}"
+
+    parts = [
+        f"{r['change_ms']:+.2f} ms {r['op_type']} ({share(r['stored_share'])} -> "
+        f"{share(r['now_share'])} of the call)"
+        for r in rows[:top]
+    ]
+    return ", ".join(parts) + " (stored profile vs now, not interleaved: drift moves all alike)"
