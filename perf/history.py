@@ -11,7 +11,7 @@ FILE`` also writes them as one self-contained HTML page (perf.reports.history_pa
 ``python -m perf.history gather SRC... --into DIR`` puts the records of several stores (e.g.
 downloaded artifacts of several runners) into one as a union of files: a record already there
 with the same bytes changes nothing, one of the same name with other bytes is refused, naming
-both files, and the store is left as it was. ``python -m perf.history bench-scale`` times
+both files, and the store is left as it was. ``python -m perf.history_scale`` times
 reading, searching and drawing 10,000 synthesised records (perf.history_scale).
 """
 
@@ -118,10 +118,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["gather"]:
         return gather_main(argv[1:])
-    if argv[:1] == ["bench-scale"]:
-        from perf import history_scale
-
-        return history_scale.main(argv[1:])
     return show_main(argv)
 
 

@@ -1,4 +1,4 @@
-"""``python -m perf.history bench-scale``: how long the history takes to read, search and draw at
+"""``python -m perf.history_scale``: how long the history takes to read, search and draw at
 a size a project reaches after years of CI (10,000 records by default).
 
 Synthesises records the way ``--perf-history`` writes them (perf.baselines.history: one file
@@ -86,7 +86,7 @@ def measure(directory: Path, last: int | None) -> Scale:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m perf.history bench-scale", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m perf.history_scale", description=__doc__)
     parser.add_argument("--records", type=int, default=10_000)
     parser.add_argument("--machines", type=int, default=4)
     parser.add_argument("--benchmarks", type=int, default=5, help="benchmarks per record")
@@ -99,3 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"synthesised {args.records} records in {time.perf_counter() - began:.1f} s")
         print(measure(Path(scratch), args.last).describe())
     return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
