@@ -67,6 +67,14 @@ def settle(outcome: Outcome, message: str, policy: UndecidedPolicy) -> str | Non
     return None
 
 
+def gated(message: str, run: PerfRun) -> str | None:
+    """A broken budget's failure message, or with --perf-no-gate only a warning (None)."""
+    if run.options.gate:
+        return message
+    warnings.warn(f"not gated (--perf-no-gate): {message}", stacklevel=2)
+    return None
+
+
 def _vs_stored(row: StoredRow | LatencyResult, run: PerfRun, benchmark: Any) -> str | None:
     """--benchmark-compare: the row judged on its stored runs; the failure message, if any."""
     check = run.baselines.check(row)
@@ -88,10 +96,7 @@ def test_latency(perf_case: PerfCase, perf_run: PerfRun, request: pytest.Fixture
         failures.append(_vs_stored(result, perf_run, benchmark))
     if result.verdict is Outcome.FAIL:
         message = f"{perf_case.id} breaks its latency budget\n{result.failure_message()}"
-        if perf_run.options.gate:
-            failures.append(message)
-        else:
-            warnings.warn(f"not gated (--perf-no-gate): {message}", stacklevel=1)
+        failures.append(gated(message, perf_run))
     failed = [f for f in failures if f]
     if failed:
         pytest.fail("\n\n".join(failed), pytrace=False)
@@ -156,7 +161,7 @@ def test_server(
         failures.append(_vs_stored(stored_row(result), perf_run, benchmark))
     if result.verdict.fails:
         reasons = "; ".join(d.reason for d in result.decisions if d.verdict.fails)
-        failures.append(f"{case.id} at {rate:g} req/s broke its budget: {reasons}")
+        failures.append(gated(f"{case.id} at {rate:g} req/s broke its budget: {reasons}", perf_run))
     failed = [f for f in failures if f]
     if failed:
         pytest.fail("\n\n".join(failed), pytrace=False)
@@ -174,6 +179,8 @@ def test_peak_rate(peak_case: PerfCase, perf_run: PerfRun, request: pytest.Fixtu
                           stacklevel=1)  # fmt: skip
     failure = settle(result.verdict, f"{peak_case.id}: {result.verdict_line()}",
                      perf_run.options.undecided)  # fmt: skip
+    if failure and result.verdict is Outcome.FAIL:
+        failure = gated(failure, perf_run)
     if failure:
         pytest.fail(failure, pytrace=False)
     if perf_run.against is not None and result.proven_rps > 0:

@@ -169,6 +169,16 @@ def test_a_server_run_is_judged_on_its_budget_from_scheduled_arrival(suite: Suit
     result.assert_outcomes(failed=1, skipped=7)
     assert "tiny/fp32-cpu-3s at 50 req/s broke its budget: P99" in output(result)
 
+    reported = suite.run(
+        "--perf-scenario=server", "--perf-rate=50", "--perf-max-time=1", "--perf-no-gate",
+        target="test_latency.py",
+    )  # fmt: skip
+
+    reported.assert_outcomes(passed=1, skipped=7)  # --perf-no-gate: reported, not failed
+    assert "not gated (--perf-no-gate): tiny/fp32-cpu-3s at 50 req/s broke its budget" in output(
+        reported
+    )
+
 
 def test_a_peak_search_is_judged_on_a_budget_min_rate(suite: Suite) -> None:
     # A P99 of 50 ms is met by the tiny model at any rate the generator can offer; a
