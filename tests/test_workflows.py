@@ -226,12 +226,21 @@ def test_history_job_gathers_after_the_benchmarks_on_pushes_to_main_only() -> No
     assert "github.ref == 'refs/heads/main'" in job["if"]
     assert job["permissions"] == {"contents": "write"}  # that job only; the rest read
     assert all("permissions" not in other for name, other in workflow["jobs"].items()
-               if name != "history")  # fmt: skip
+               if name not in ("history", "pages"))  # fmt: skip
     (download,) = [s for s in job["steps"] if "download-artifact@" in s.get("uses", "")]
     (upload,) = [s for s in _steps(workflow) if "upload-artifact@" in s.get("uses", "")]
     assert fnmatch.fnmatch(upload["with"]["name"], download["with"]["pattern"])
     (pages,) = [s for s in job["steps"] if "upload-pages-artifact@" in s.get("uses", "")]
     assert pages["with"]["path"] == "site/"
+
+
+def test_the_page_is_published_by_its_own_job_with_pages_rights_only() -> None:
+    job = _load(CI)["jobs"]["pages"]
+    assert job["needs"] == ["history"] and "needs.history.result == 'success'" in job["if"]
+    assert job["permissions"] == {"pages": "write", "id-token": "write"}
+    assert job["environment"]["name"] == "github-pages"
+    (deploy,) = job["steps"]
+    assert re.fullmatch(r"actions/deploy-pages@[0-9a-f]{40}", deploy["uses"])
 
 
 def test_history_job_adds_records_only_and_retries_a_raced_push() -> None:
