@@ -195,7 +195,7 @@ def _write_history(session: pytest.Session) -> None:
     """A record of every run that measured something, passing or not: history keeps both."""
     run = perf_run_of(session.config)
     directory = run.options.history_dir
-    against = [o.to_dict() for o in run.ab_outcomes]
+    against = [o.to_dict() for o in run.ab.outcomes]
     if directory is None or not (run.results or run.traffic.rows() or against):
         return
     checks = run.baselines.checks
@@ -226,7 +226,7 @@ def _write_report(session: pytest.Session) -> None:
         comparisons=comparisons,
         skipped=skipped,
         refused=[(case.id, verdict.message()) for case, verdict in run.models.refused],
-        against=[o.to_dict() for o in run.ab_outcomes],
+        against=[o.to_dict() for o in run.ab.outcomes],
         scenarios=run.traffic.rows(),
     )
     paths = write_report(directory, content)
@@ -312,13 +312,13 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         for check in checks.values():
             if check.outcome is not Outcome.SAME or check.interleaved:
                 terminalreporter.write_line(check.message)
-    if run.against is not None and run.against.outcomes:
-        terminalreporter.section(f"A/B against {run.against.ref}")
-        for outcome in run.against.outcomes:
+    if run.ab.gate is not None and run.ab.gate.outcomes:
+        terminalreporter.section(f"A/B against {run.ab.gate.ref}")
+        for outcome in run.ab.gate.outcomes:
             terminalreporter.write_line(outcome.line())
-    if run.pairs:
+    if run.ab.pairs:
         terminalreporter.section("variant pairs: B / A, interleaved (--perf-compare)")
-        for outcome in run.pairs:
+        for outcome in run.ab.pairs:
             terminalreporter.write_line(outcome.line())
     line = outcomes_line(run)
     if line:
@@ -353,7 +353,7 @@ def _traffic_sections(terminalreporter: pytest.TerminalReporter, run: PerfRun) -
 def outcomes_line(run: PerfRun) -> str | None:
     """Every comparison's outcome counted, and what the inconclusive ones did to the tests."""
     outcomes = [c.outcome for c in run.baselines.checks.values()]
-    outcomes += [o.outcome for o in run.ab_outcomes]
+    outcomes += [o.outcome for o in run.ab.outcomes]
     if not outcomes:
         return None
     counts = Counter(str(o) for o in outcomes)

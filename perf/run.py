@@ -9,7 +9,7 @@ import dataclasses
 import functools
 import logging
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -135,6 +135,61 @@ def case_settings(
     )  # fmt: skip
 
 
+class ABRuns:
+    """The session's A/Bs: --perf-against REF's gate, --perf-compare's variant pairs, and
+    changed models measured beside their stored ones. Spinning is off in all of them, so
+    that one session's idle threads do not slow the other."""
+
+    def __init__(
+        self,
+        options: PerfOptions,
+        cache: ModelCache,
+        models: CheckedModels,
+        settings: Callable[[str], SessionSettings],
+    ) -> None:
+        self.options = options
+        self.models = models
+        self.gate = ref_gate(options, cache, models)
+        self.pairs: list[ABOutcome] = []  # --perf-compare
+        self._settings = settings
+
+    def settings(self, provider: str) -> SessionSettings:
+        check_available(resolve_provider(provider))
+        return dataclasses.replace(self._settings(provider), spinning=False)
+
+    def against_ref(self, case: PerfCase, rate_rps: float | None = None) -> ABOutcome:
+        """A/B with REF, per call or (with ``rate_rps``) serving Poisson arrivals."""
+        assert self.gate is not None
+        settings = self.settings(case.provider)
+        if rate_rps is None:
+            return self.gate.check(case, settings)
+        return self.gate.check_server(case, rate_rps, self.options.workers, settings)
+
+    def variants(self, pair: VariantPair) -> ABOutcome:
+        """--perf-compare: B's variant against A's, interleaved."""
+        settings = self.settings(pair.provider)
+        dims, fixed = self.options.dims, self.options.fixed_inputs
+        outcome = compare_variants(
+            pair, lambda case, s: self.models.resolve(case, s)[0],
+            lambda path, case: case_inputs(path, case, dims, fixed), settings,
+            ab_policy(self.options), log.info,
+        )  # fmt: skip
+        self.pairs.append(outcome)
+        return outcome
+
+    def side_by_side(self, row: StoredRow, stored_key: str) -> ABOutcome | None:
+        """A changed model against its stored one, still in the cache, in the row's scenario."""
+        return side_by_side_with_stored(
+            row.case, stored_key, self.models, self.settings(row.case.provider), self.options,
+            rate_rps=row.rate_rps, workers=self.options.workers,
+        )  # fmt: skip
+
+    @property
+    def outcomes(self) -> list[ABOutcome]:
+        """Every A/B of this run: --perf-against's and --perf-compare's."""
+        return [*(self.gate.outcomes if self.gate else []), *self.pairs]
+
+
 class PerfRun:
     """Measures cases with the session's options and keeps what it measured."""
 
@@ -143,16 +198,15 @@ class PerfRun:
         self.rules = rules
         cache = ModelCache(options.cache_dir, progress=log.info)
         self.models = checked_models(options, cache)
-        self.against = ref_gate(options, cache, self.models)
+        self.ab = ABRuns(options, cache, self.models, self.settings)
         self.results: list[LatencyResult] = []
-        self.pairs: list[ABOutcome] = []  # --perf-compare
         self.concurrency_results: list[tuple[PerfCase, ConcurrencyResult]] = []
         self.efficiency = EfficiencyMeter(cache.root / ".machine-peak")
         self.traffic = TrafficRun(
             options.policy, options.workers, options.slo_ms, self._open_workload
         )
         self.baselines = BaselineGate(
-            options.baselines_dir, force=options.force_compare, remeasure=self._stored_side_by_side
+            options.baselines_dir, force=options.force_compare, remeasure=self.ab.side_by_side
         )
 
     def settings(self, provider: str) -> SessionSettings:
@@ -193,41 +247,6 @@ class PerfRun:
             warnings.warn(f"{result.case.id}: {warning}", stacklevel=2)
         self.results.append(result)
         return result
-
-    def compare_against(self, case: PerfCase, rate_rps: float | None = None) -> ABOutcome:
-        """A/B with REF, per call or (with ``rate_rps``) serving Poisson arrivals; spinning
-        off, so that one session's idle threads do not slow the other."""
-        assert self.against is not None
-        check_available(resolve_provider(case.provider))
-        settings = dataclasses.replace(self.settings(case.provider), spinning=False)
-        if rate_rps is None:
-            return self.against.check(case, settings)
-        return self.against.check_server(case, rate_rps, self.options.workers, settings)
-
-    def compare_variants(self, pair: VariantPair) -> ABOutcome:
-        """--perf-compare: B's variant against A's, interleaved, spinning off as in A/B."""
-        check_available(resolve_provider(pair.provider))
-        settings = dataclasses.replace(self.settings(pair.provider), spinning=False)
-        dims, fixed = self.options.dims, self.options.fixed_inputs
-        outcome = compare_variants(
-            pair, lambda case, s: self.models.resolve(case, s)[0],
-            lambda path, case: case_inputs(path, case, dims, fixed), settings,
-            ab_policy(self.options), log.info,
-        )  # fmt: skip
-        self.pairs.append(outcome)
-        return outcome
-
-    @property
-    def ab_outcomes(self) -> list[ABOutcome]:
-        """Every A/B of this run: --perf-against's and --perf-compare's."""
-        return [*(self.against.outcomes if self.against else []), *self.pairs]
-
-    def _stored_side_by_side(self, row: StoredRow, stored_key: str) -> ABOutcome | None:
-        settings = dataclasses.replace(self.settings(row.case.provider), spinning=False)
-        return side_by_side_with_stored(
-            row.case, stored_key, self.models, settings, self.options,
-            rate_rps=row.rate_rps, workers=self.options.workers,
-        )  # fmt: skip
 
     def _open_workload(self, case: PerfCase, tail: TailSetting | None) -> Workload:
         check_available(resolve_provider(case.provider))

@@ -85,8 +85,8 @@ def _vs_stored(row: StoredRow | LatencyResult, run: PerfRun, benchmark: Any) -> 
 
 
 def test_latency(perf_case: PerfCase, perf_run: PerfRun, request: pytest.FixtureRequest) -> None:
-    if perf_run.against is not None:
-        _against(lambda: perf_run.compare_against(perf_case), perf_run, request)
+    if perf_run.ab.gate is not None:
+        _against(lambda: perf_run.ab.against_ref(perf_case), perf_run, request)
         return
     with unavailable_or_refused(perf_run.options.debug):
         result = perf_run.measure(perf_case)
@@ -126,7 +126,7 @@ def test_variant_pair(
     """--perf-compare A,B: B / A with its interval and (--perf-explain) the operators that make
     the difference. A question, not a gate: it passes whatever the verdict."""
     with unavailable_or_refused(perf_run.options.debug):
-        outcome = perf_run.compare_variants(pair_case)
+        outcome = perf_run.ab.variants(pair_case)
     if outcome.measured is not None:  # B's samples, for pytest-benchmark's JSON
         samples = outcome.measured.b_samples_ms
         _record(request, samples, {"pair": outcome.to_dict(), "samples_ms": list(samples)})
@@ -147,8 +147,8 @@ def test_server(
     With --perf-against or --benchmark-compare, judged like single-stream rows: A/B in
     interleaved rounds (perf.scenarios.server_ab), or on the stored runs."""
     case, rate = server_case
-    if perf_run.against is not None:
-        _against(lambda: perf_run.compare_against(case, rate), perf_run, request)
+    if perf_run.ab.gate is not None:
+        _against(lambda: perf_run.ab.against_ref(case, rate), perf_run, request)
         return
     with unavailable_or_refused(perf_run.options.debug):
         result = perf_run.traffic.measure_server(case, rate, budget_for(case, perf_run.rules))
@@ -183,9 +183,9 @@ def test_peak_rate(peak_case: PerfCase, perf_run: PerfRun, request: pytest.Fixtu
         failure = gated(failure, perf_run)
     if failure:
         pytest.fail(failure, pytrace=False)
-    if perf_run.against is not None and result.proven_rps > 0:
+    if perf_run.ab.gate is not None and result.proven_rps > 0:
         rate = result.proven_rps
-        _against(lambda: perf_run.compare_against(peak_case, rate), perf_run, request)
+        _against(lambda: perf_run.ab.against_ref(peak_case, rate), perf_run, request)
     elif perf_run.options.compare or perf_run.options.save_baseline:
         _peak_vs_stored(peak_case, result.proven_rps, perf_run, request)
 
