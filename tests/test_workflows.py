@@ -22,6 +22,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 WORKFLOWS = ROOT / ".github" / "workflows"
 CI, GPU = WORKFLOWS / "ci.yml", WORKFLOWS / "gpu-perf.yml"
+GATHER_SCRIPT = ROOT / ".github" / "scripts" / "gather-history.sh"
 GPU_LABELS = ["self-hosted", "linux", "x64", "gpu"]
 PINNED = re.compile(r"^[\w.-]+/[\w./-]+@[0-9a-f]{40}$")
 # The self-hosted runner's custom label; actionlint only knows GitHub's own labels.
@@ -74,18 +75,13 @@ def _runs(workflow: dict[str, Any]) -> list[str]:
     return [step["run"] for step in _steps(workflow) if "run" in step]
 
 
-def _only_job(workflow: dict[str, Any]) -> dict[str, Any]:
-    (job,) = workflow["jobs"].values()
-    return job
-
-
 @pytest.fixture(params=[CI, GPU], ids=lambda p: p.name)
 def workflow(request: pytest.FixtureRequest) -> dict[str, Any]:
     return _load(request.param)
 
 
 def test_gpu_job_runs_on_the_labels_of_a_repository_variable() -> None:
-    job = _only_job(_load(GPU))
+    job = _load(GPU)["jobs"]["gpu"]
     expression = re.fullmatch(
         r"\$\{\{ fromJSON\(vars\.GPU_RUNNER_LABELS \|\| '(.*)'\) \}\}", job["runs-on"]
     )
@@ -117,7 +113,8 @@ def test_gpu_caches_models_and_tensorrt_engines_keyed_by_gpu_model_and_versions(
         assert f"steps.versions.outputs.{part}" in engines["key"]
         assert f"steps.versions.outputs.{part}" in engines["restore-keys"]
     assert export_hash in engines["key"]
-    assert _only_job(workflow)["env"]["DIARIZATION_MODEL_CACHE"] == "${{ github.workspace }}/models"
+    cache_dir = workflow["jobs"]["gpu"]["env"]["DIARIZATION_MODEL_CACHE"]
+    assert cache_dir == "${{ github.workspace }}/models"
 
 
 def test_gpu_pull_requests_are_gated_against_the_merge_base() -> None:
@@ -130,7 +127,7 @@ def test_gpu_pull_requests_are_gated_against_the_merge_base() -> None:
 
 
 def test_gpu_job_compares_and_installs_only_the_gpu_wheel() -> None:
-    runs = "\n".join(_runs(_load(GPU)))
+    runs = _job_runs(_load(GPU)["jobs"]["gpu"])
     assert "pytest perf/" in runs
     assert "--perf-providers cuda,tensorrt" in runs
     assert "--benchmark-compare" in runs
@@ -141,7 +138,7 @@ def test_gpu_job_compares_and_installs_only_the_gpu_wheel() -> None:
 
 
 def test_gpu_triggers() -> None:
-    assert set(_load(GPU)["on"]) == {"pull_request", "workflow_dispatch"}
+    assert set(_load(GPU)["on"]) == {"pull_request", "workflow_dispatch", "schedule"}
 
 
 def test_cpu_job_reports_without_gating_and_writes_the_step_summary() -> None:
@@ -243,10 +240,29 @@ def test_the_page_is_published_by_its_own_job_with_pages_rights_only() -> None:
     assert re.fullmatch(r"actions/deploy-pages@[0-9a-f]{40}", deploy["uses"])
 
 
+def test_the_gpu_runners_nightly_records_are_gathered_by_the_same_script() -> None:
+    workflow = _load(GPU)
+    job = workflow["jobs"]["history"]
+    assert job["needs"] == ["gpu"] and "github.ref == 'refs/heads/main'" in job["if"]
+    assert "pull_request" not in job["if"]  # a pull request's commits are not main's history
+    assert job["permissions"] == {"contents": "write"}
+    assert job["concurrency"]["group"] == _load(CI)["jobs"]["history"]["concurrency"]["group"]
+    gather = [_gather_step(job), _gather_step(_load(CI)["jobs"]["history"])]
+    assert gather[0] == gather[1] and gather[0]["run"] == "bash .github/scripts/gather-history.sh"
+    assert "schedule" in workflow["on"] and "schedule" in workflow["jobs"]["gpu"]["if"]
+
+
+def _gather_step(job: dict[str, Any]) -> dict[str, Any]:
+    (step,) = [s for s in job["steps"] if s.get("name") == "Gather onto the perf-history branch"]
+    return step
+
+
 def test_history_job_adds_records_only_and_retries_a_raced_push() -> None:
     """The branch only ever gains new record files (gather); the page is written beside it, not
     committed, so no shared file is rewritten and a rebase onto a raced push cannot conflict."""
-    runs = _job_runs(_load(CI)["jobs"]["history"])
+    job_runs = _job_runs(_load(CI)["jobs"]["history"])
+    assert "bash .github/scripts/gather-history.sh" in job_runs
+    runs = GATHER_SCRIPT.read_text() + job_runs
     assert "python -m perf.history gather" in runs and "--into perf-history-branch" in runs
     assert "checkout -q --orphan perf-history" in runs  # the first run creates the branch
     loop = runs[runs.index("for attempt in") : runs.index("done")]
