@@ -153,8 +153,11 @@ def benchmark_model(variant: str, provider: str, cap_s: float) -> dict[str, Any]
 
 
 def benchmark_case(models: Models, case: PerfCase, cap_s: float) -> dict[str, Any]:
-    """P50/P99 of ``case`` sampled for at most ``cap_s`` (warm-up capped alike)."""
+    """P50/P99 of ``case`` sampled for at most ``cap_s`` (warm-up capped alike), after its
+    numbers are checked on the provider (NumericsRefused when they are wrong there)."""
     from perf.measure.cases import case_inputs
+    from perf.measure.fingerprint import machine_and_software
+    from perf.measure.numerics import NumericsChecker
     from perf.measure.providers import provider_options
     from perf.measure.sampling import SamplingPolicy
     from perf.measurement import measure_case
@@ -162,6 +165,8 @@ def benchmark_case(models: Models, case: PerfCase, cap_s: float) -> dict[str, An
     model = models.resolve(case)
     options = provider_options(case.provider, models.cache.root / ".provider-cache")
     settings = SessionSettings(case.provider, provider_options=options)
+    checker = NumericsChecker(models.cache.root / ".numerics", machine_and_software)
+    numerics = checker.check_case(case, model, settings, {}, {})
     policy = SamplingPolicy(max_seconds=cap_s, warmup_max_seconds=cap_s, segment_seconds=cap_s)
     result = measure_case(case, model, settings, policy, None, case_inputs(model.path, case, {}))
     percentiles = result.summary.percentiles
@@ -170,6 +175,7 @@ def benchmark_case(models: Models, case: PerfCase, cap_s: float) -> dict[str, An
         "p99_ms": percentiles["p99"].value,
         "samples": len(result.samples.samples_ms),
         "first_call_ms": result.samples.first_call_ms,
+        "numerics": numerics.message(),
     }
 
 
@@ -199,7 +205,8 @@ def _one_benchmark(
         return {"variant": variant, "provider": provider, "error": f"{type(exc).__name__}: {exc}"}
     say(
         f"  {variant} on {provider}: P50 {figures['p50_ms']:.2f} ms, "
-        f"P99 {figures['p99_ms']:.2f} ms ({figures['samples']} calls)"
+        f"P99 {figures['p99_ms']:.2f} ms ({figures['samples']} calls); "
+        f"{figures.get('numerics', 'numerics not checked')}"
     )
     return {"variant": variant, "provider": provider, **figures}
 
