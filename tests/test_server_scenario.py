@@ -26,7 +26,7 @@ def test_a_server_run_per_rate_with_its_row_in_the_report(suite: Suite, tmp_path
     text = output(result)
     result.assert_outcomes(passed=2, skipped=7)  # the other scenarios say why they are off
     assert "server scenario: Poisson arrivals, latency from scheduled time" in text
-    assert "SKIPPED [4] test_latency.py: --perf-scenario server" in text  # each says why
+    assert "SKIPPED [5] test_latency.py: --perf-scenario server" in text  # each says why
     assert "SKIPPED [1] test_latency.py: no --perf-rate peak" in text
     rows = json.loads((report / "report.json").read_text())["scenarios"]
     assert [(r["id"], r["rate_rps"]) for r in rows] == [
