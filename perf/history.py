@@ -19,12 +19,21 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from perf.baselines.history import HistoryError, gather, load_records
+from perf.baselines.history import HistoryError
+from perf.baselines.record_store import (
+    Series,
+    as_series,
+    compact,
+    gather,
+    query,
+    record_rows,
+    stored_records,
+    unpack,
+)
 from perf.files import atomic_write_text
 from perf.reports.history_page import render_page
 from perf.stats.change_points import MIN_RUNS, change_points
@@ -42,25 +51,14 @@ def sparkline(values: Sequence[float]) -> str:
     return "".join(BARS[int((v - low) / (high - low) * (len(BARS) - 1))] for v in values)
 
 
-def series(records: Sequence[dict[str, Any]]) -> dict[tuple[str, str], list[dict[str, Any]]]:
+def series(records: Sequence[dict[str, Any]]) -> Series:
     """(machine id, benchmark) -> rows, oldest first."""
-    table: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
-    for record in records:
-        commit = record["commit"]
-        label = (commit.get("sha") or "no git")[:8] + ("+" if commit.get("dirty") else "")
-        for name, bench in record["benchmarks"].items():
-            pct = bench["latency_ms"]["percentiles"]
-            table[(record.get("machine_id", "?"), name)].append({
-                "when": record["recorded_at"], "commit": label, "sha": commit.get("sha"),
-                "p50": pct["p50"]["value"],
-                "p99": pct["p99"], "n": bench["latency_ms"].get("n"), "outcome": bench["outcome"],
-            })  # fmt: skip
-    return dict(table)
+    return as_series(row for record in records for row in record_rows(record))
 
 
-def render(records: Sequence[dict[str, Any]], last: int | None = None) -> str:
+def render(table: Series, last: int | None = None) -> str:
     lines = []
-    for (machine, name), rows in sorted(series(records).items()):
+    for (machine, name), rows in sorted(table.items()):
         rows = rows[-last:] if last else rows
         lines.append(f"{name} on machine {machine}: {len(rows)} run(s)")
         for r in rows:
@@ -79,10 +77,9 @@ def render(records: Sequence[dict[str, Any]], last: int | None = None) -> str:
     return "\n".join(lines) + "\n" if lines else "no run records\n"
 
 
-def markdown(records: Sequence[dict[str, Any]], last: int | None = 20) -> str:
+def markdown(table: Series, last: int | None = 20) -> str:
     """A table per machine for a CI job summary: benchmark, runs, the last P50 and P99 (with
     its interval), a sparkline of the last ``last`` P50s, and the last change point."""
-    table = series(records)
     lines = []
     for machine in sorted({m for m, _ in table}):
         lines += [f"### Latency history on machine {machine}", "",
@@ -108,17 +105,54 @@ def _ms(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.1f}"
 
 
-def page(records: Sequence[dict[str, Any]], last: int | None, url: str | None = None) -> str:
-    """The HTML page of ``records``, each series cut to its newest ``last`` runs."""
-    table = {key: rows[-last:] if last else rows for key, rows in series(records).items()}
-    return render_page(table, url)
+def page(table: Series, last: int | None, url: str | None = None) -> str:
+    """The HTML page of ``table``, each series cut to its newest ``last`` runs."""
+    return render_page({key: rows[-last:] if last else rows for key, rows in table.items()}, url)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["gather"]:
         return gather_main(argv[1:])
+    if argv[:1] == ["compact"]:
+        return compact_main(argv[1:])
+    if argv[:1] == ["unpack"]:
+        return unpack_main(argv[1:])
     return show_main(argv)
+
+
+def compact_main(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m perf.history compact",
+        description="Fold each machine's loose records into one pack, without loss "
+        "(perf.baselines.record_store); a query for one benchmark then reads no JSON.",
+    )
+    parser.add_argument("directory", type=Path, help="the --perf-history folder")
+    args = parser.parse_args(argv)
+    try:
+        made = compact(args.directory)
+    except HistoryError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print("\n".join(f"packed: {path}" for path in made) or "nothing to pack")
+    return 0
+
+
+def unpack_main(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m perf.history unpack",
+        description="The records of packs as files again, byte for byte (write-once).",
+    )
+    parser.add_argument("packs", type=Path, nargs="+", help="pack-<id>.jsonl.gz files")
+    parser.add_argument("--into", type=Path, required=True, help="the store to write into")
+    args = parser.parse_args(argv)
+    try:
+        written = [path for pack in args.packs for path in unpack(pack, args.into)]
+    except HistoryError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"{args.into}: {len(written)} record(s) written")
+    return 0
 
 
 def gather_main(argv: Sequence[str]) -> int:
@@ -158,17 +192,22 @@ def show_main(argv: Sequence[str]) -> int:
         "--commit-url", default=None,
         help="link commits on the page, e.g. https://github.com/ORG/REPO/commit/{sha}",
     )  # fmt: skip
+    parser.add_argument(
+        "--benchmark", default=None,
+        help="only this benchmark's series (reads compacted packs' columns, no JSON: fast)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     if not args.directory.is_dir():
         parser.error(f"{args.directory}: no such folder (write one with --perf-history DIR)")
     try:
-        records = load_records(args.directory, samples=False)
+        table = (query(args.directory, args.benchmark) if args.benchmark
+                 else series(stored_records(args.directory, samples=False)))  # fmt: skip
     except HistoryError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    print(markdown(records, args.last) if args.markdown else render(records, args.last), end="")
+    print(markdown(table, args.last) if args.markdown else render(table, args.last), end="")
     if args.page is not None:
-        atomic_write_text(args.page, page(records, args.last, args.commit_url))
+        atomic_write_text(args.page, page(table, args.last, args.commit_url))
         print(f"history page: {args.page}")
     return 0
 

@@ -19,8 +19,10 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from perf.baselines.history import build_record, load_records, write_record
+from perf.baselines.history import build_record, write_record
+from perf.baselines.record_store import compact, query, stored_records
 from perf.history import markdown, page, series
+from perf.stats.change_points import change_points
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,13 +33,21 @@ class Scale:
     change_points_s: float
     page_s: float
     page_bytes: int
+    compact_s: float | None = None  # folding the loose records into packs, once
+    query_s: float | None = None  # one benchmark's series and change points, from the packs
 
     def describe(self) -> str:
-        return (
+        text = (
             f"{self.records} records, {self.series} series: load_records {self.load_s:.1f} s, "
             f"change points (--markdown) {self.change_points_s:.1f} s, page "
             f"{self.page_s:.1f} s ({self.page_bytes / 1e6:.1f} MB)"
         )
+        if self.compact_s is not None and self.query_s is not None:
+            text += (
+                f"; compact {self.compact_s:.1f} s, then one benchmark's history "
+                f"(--benchmark) {self.query_s:.2f} s"
+            )
+        return text
 
 
 def synthesise(
@@ -70,19 +80,31 @@ def _bench(rng: random.Random, p50: float, samples: int) -> dict:
     }
 
 
-def measure(directory: Path, last: int | None) -> Scale:
-    """Times reading ``directory``, its change points and its page (``--last`` as given)."""
+def measure(directory: Path, last: int | None, packed: bool = False) -> Scale:
+    """Times reading ``directory``, its change points and its page (``--last`` as given);
+    ``packed``: then compacts it and times one benchmark's query on the packs."""
     started = time.perf_counter()
-    records = load_records(directory, samples=False)  # as python -m perf.history reads
+    records = stored_records(directory, samples=False)  # as python -m perf.history reads
     loaded = time.perf_counter()
-    markdown(records)
+    table = series(records)
+    markdown(table)
     searched = time.perf_counter()
-    text = page(records, last)
+    text = page(table, last)
     drawn = time.perf_counter()
-    return Scale(
-        len(records), len(series(records)), loaded - started, searched - loaded,
-        drawn - searched, len(text.encode()),
+    scale = Scale(
+        len(records), len(table), loaded - started, searched - loaded, drawn - searched,
+        len(text.encode()),
     )  # fmt: skip
+    if not packed:
+        return scale
+    compact(directory)
+    compacted = time.perf_counter()
+    name = sorted({bench for _, bench in table})[0]
+    for rows in query(directory, name).values():  # what --benchmark prints
+        change_points([r["p50"] for r in rows])
+    return dataclasses.replace(
+        scale, compact_s=compacted - drawn, query_s=time.perf_counter() - compacted
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -92,12 +114,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--benchmarks", type=int, default=5, help="benchmarks per record")
     parser.add_argument("--samples", type=int, default=100, help="calls kept per benchmark")
     parser.add_argument("--last", type=int, default=None, help="the page's --last")
+    parser.add_argument(
+        "--compact", action="store_true",
+        help="then compact the store and time one benchmark's query on its packs",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="history-scale-") as scratch:
         began = time.perf_counter()
         synthesise(Path(scratch), args.records, args.machines, args.benchmarks, args.samples)
         print(f"synthesised {args.records} records in {time.perf_counter() - began:.1f} s")
-        print(measure(Path(scratch), args.last).describe())
+        print(measure(Path(scratch), args.last, args.compact).describe())
     return 0
 
 

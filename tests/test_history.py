@@ -15,12 +15,12 @@ from perf.baselines.history import (
     MAX_SAMPLES,
     HistoryError,
     build_record,
-    gather,
     load_records,
     record_path,
     thinned,
     write_record,
 )
+from perf.baselines.record_store import compact, gather, pack_files, query, stored_records
 from tests import test_plugin
 from tests.test_plugin import Suite, output
 
@@ -317,10 +317,11 @@ def test_bench_scale_synthesises_a_store_every_series_reads_back_from(tmp_path: 
 
     history_scale.synthesise(tmp_path, records=40, machines=2, benchmarks=3, samples=5)
 
-    scale = history_scale.measure(tmp_path, last=4)
-    assert (scale.records, scale.series) == (40, 6)
-    assert scale.page_bytes == len(history.page(load_records(tmp_path), 4).encode())
     rows = history.series(load_records(tmp_path))
+    scale = history_scale.measure(tmp_path, last=4, packed=True)
+    assert (scale.records, scale.series) == (40, 6)
+    assert scale.page_bytes == len(history.page(rows, 4).encode())
+    assert scale.query_s is not None and not load_records(tmp_path)  # every record packed
     assert {len(r) for r in rows.values()} == {20}  # round-robin over the machines
     assert "40 records, 6 series: load_records " in scale.describe()
 
@@ -334,3 +335,71 @@ def test_the_history_views_read_records_without_their_calls(tmp_path: Path) -> N
     assert full["benchmarks"]["cnn/fp32-cpu-3s"]["samples_ms"] == [20.0] * 3
     assert "samples_ms" not in light["benchmarks"]["cnn/fp32-cpu-3s"]
     assert light["benchmarks"]["cnn/fp32-cpu-3s"]["latency_ms"] == {"p50": 20.0}
+
+
+def _measured_store(store: Path, runs: int = 12) -> list[dict]:
+    records = []
+    for i in range(runs):
+        record = _measured(f"{i:x}" * 40, 20.0 + (5.0 if i >= runs // 2 else 0.0), dirty=i == 3)
+        record["recorded_at"] = f"2026-11-{i + 1:02d}T00:00:00+00:00"
+        write_record(store, record)
+        records.append(record)
+    return records
+
+
+def test_compacting_loses_nothing_and_unpacking_gives_the_files_back(tmp_path: Path) -> None:
+    store, restored = tmp_path / "store", tmp_path / "restored"
+    _measured_store(store)
+    before = _store_bytes(store)
+    views = history.series(stored_records(store, samples=False))
+
+    assert history.main(["compact", str(store)]) == 0
+
+    (pack,) = pack_files(store)
+    assert not load_records(store)  # no loose record left
+    assert stored_records(store) == sorted(
+        (json.loads(data) for data in before.values()), key=lambda r: r["recorded_at"]
+    )
+    assert history.series(stored_records(store, samples=False)) == views
+    assert history.main(["unpack", str(pack), "--into", str(restored)]) == 0
+    assert _store_bytes(restored) == before  # byte for byte
+    assert history.main(["compact", str(store)]) == 0 and pack_files(store) == [pack]
+
+
+def test_a_query_reads_one_benchmark_from_the_packs_as_from_the_records(tmp_path: Path) -> None:
+    records = _measured_store(tmp_path)
+    from_records = history.series(records)
+    compact(tmp_path)
+    again = _measured("f" * 40, 31.0)  # a run gathered after compacting: loose beside the pack
+    again["recorded_at"] = "2026-12-01T00:00:00+00:00"
+    write_record(tmp_path, again)
+    write_record(tmp_path / "dup", records[0])  # and one already packed, gathered again
+    gather([tmp_path / "dup"], tmp_path)
+
+    (rows,) = query(tmp_path, "cnn/fp32-cpu-3s").values()
+
+    (expected,) = from_records.values()
+    assert len(rows) == len(expected) + 1  # the packed run gathered again counts once
+    assert rows[:-1] == expected and rows[-1]["p50"] == 31.0
+    assert rows[3]["commit"].endswith("+") and rows[0]["p99"]["high"] is None
+    assert query(tmp_path, "no/such-bench") == {}
+
+
+def test_packs_gather_like_records_and_a_history_query_is_fast_from_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    runners = [tmp_path / f"runner{i}" for i in range(2)]
+    _measured_store(runners[0])
+    shutil.copytree(runners[0], runners[1])
+    for runner in runners:
+        compact(runner)  # the same records on two runners: the same pack, by content
+    store = tmp_path / "store"
+
+    assert history.main(["gather", *map(str, runners), "--into", str(store)]) == 0
+    assert history.main([str(store), "--benchmark", "cnn/fp32-cpu-3s"]) == 0
+
+    assert len(list(store.rglob("pack-*"))) == 2  # its records and its columns, once
+    out = capsys.readouterr().out
+    assert "2 record(s) added, 2 already there" in out
+    assert "cnn/fp32-cpu-3s on machine " in out and ": 12 run(s)" in out
+    assert "change at 66666666: P50 x1.2" in out

@@ -15,7 +15,6 @@ are the history a trend or change-point view reads.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime
 import json
 import os
@@ -133,16 +132,25 @@ def link_new(path: Path, data: bytes) -> bool:
 def read_record(path: Path) -> dict[str, Any]:
     """One record file, checked; HistoryError names the file and what is wrong."""
     try:
-        record = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        data = path.read_bytes()
+    except OSError as error:
         raise HistoryError(f"{path}: not a readable run record ({error})") from None
+    return parse_record(data, str(path))
+
+
+def parse_record(data: bytes, where: str) -> dict[str, Any]:
+    """A record's bytes (a file's, or a pack's line), checked; HistoryError names ``where``."""
+    try:
+        record = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise HistoryError(f"{where}: not a readable run record ({error})") from None
     missing = [k for k in ("format", "run_id", "recorded_at", "commit", "benchmarks")
                if not isinstance(record, dict) or k not in record]  # fmt: skip
     if missing:
-        raise HistoryError(f"{path}: not a run record (missing {', '.join(missing)})")
+        raise HistoryError(f"{where}: not a run record (missing {', '.join(missing)})")
     if record["format"] != RECORD_FORMAT:
         raise HistoryError(
-            f"{path}: record format {record['format']!r}; this suite reads {RECORD_FORMAT}"
+            f"{where}: record format {record['format']!r}; this suite reads {RECORD_FORMAT}"
         )
     return record
 
@@ -163,43 +171,11 @@ def load_records(directory: Path, samples: bool = True) -> list[dict[str, Any]]:
 
 def _read(path: Path, samples: bool) -> dict[str, Any]:
     record = read_record(path)
-    if not samples:
-        for bench in record["benchmarks"].values():
-            bench.pop("samples_ms", None)
+    return record if samples else without_samples(record)
+
+
+def without_samples(record: dict[str, Any]) -> dict[str, Any]:
+    """``record`` with each benchmark's calls dropped (the history views need percentiles)."""
+    for bench in record["benchmarks"].values():
+        bench.pop("samples_ms", None)
     return record
-
-
-@dataclasses.dataclass(frozen=True)
-class Gathered:
-    added: list[Path]  # new in the store
-    present: list[Path]  # already there with the same bytes
-
-    def describe(self, into: Path) -> str:
-        return f"{into}: {len(self.added)} record(s) added, {len(self.present)} already there"
-
-
-def gather(sources: Sequence[Path], into: Path) -> Gathered:
-    """The union of the stores ``sources`` (e.g. downloaded artifacts) into the store ``into``.
-
-    Every file is checked before any is linked in, so a refused gather leaves ``into`` as it
-    was: a bad record, or a name already held (in ``into`` or an earlier source) by different
-    bytes, raises HistoryError naming both files. The same name with the same bytes is the same
-    record and changes nothing."""
-    planned: dict[Path, Path] = {}  # target -> its source, read again when linked in
-    present: list[Path] = []
-    for source in sources:
-        for path in record_files(source):
-            target = into / path.relative_to(source)
-            held = planned.get(target) or (target if target.exists() else None)
-            if held is None:
-                read_record(path)
-                planned[target] = path
-            elif held.read_bytes() == path.read_bytes():
-                present.append(target)
-            else:
-                raise HistoryError(
-                    f"{path}: differs from {held}, a record of the same name; "
-                    "records are write-once, refusing to overwrite"
-                )
-    added = [target for target, path in planned.items() if link_new(target, path.read_bytes())]
-    return Gathered(added, present)
