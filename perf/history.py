@@ -196,11 +196,14 @@ def show_main(argv: Sequence[str]) -> int:
         "--benchmark", default=None,
         help="only this benchmark's series (reads compacted packs' columns, no JSON: fast)",
     )  # fmt: skip
+    parser.add_argument(
+        "--machine", default=None, help="with --benchmark: only this machine id's series"
+    )
     args = parser.parse_args(argv)
     if not args.directory.is_dir():
         parser.error(f"{args.directory}: no such folder (write one with --perf-history DIR)")
     try:
-        table = (query(args.directory, args.benchmark) if args.benchmark
+        table = (query(args.directory, args.benchmark, args.machine) if args.benchmark
                  else series(stored_records(args.directory, samples=False)))  # fmt: skip
     except HistoryError as error:
         print(f"error: {error}", file=sys.stderr)

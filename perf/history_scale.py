@@ -34,7 +34,8 @@ class Scale:
     page_s: float
     page_bytes: int
     compact_s: float | None = None  # folding the loose records into packs, once
-    query_s: float | None = None  # one benchmark's series and change points, from the packs
+    query_s: float | None = None  # one benchmark's series and change points on one machine
+    query_all_s: float | None = None  # ... on every machine
 
     def describe(self) -> str:
         text = (
@@ -44,8 +45,9 @@ class Scale:
         )
         if self.compact_s is not None and self.query_s is not None:
             text += (
-                f"; compact {self.compact_s:.1f} s, then one benchmark's history "
-                f"(--benchmark) {self.query_s:.2f} s"
+                f"; compact {self.compact_s:.1f} s, then one benchmark's history on one "
+                f"machine (--benchmark --machine) {self.query_s:.2f} s, on every machine "
+                f"{self.query_all_s:.2f} s"
             )
         return text
 
@@ -99,12 +101,16 @@ def measure(directory: Path, last: int | None, packed: bool = False) -> Scale:
         return scale
     compact(directory)
     compacted = time.perf_counter()
-    name = sorted({bench for _, bench in table})[0]
-    for rows in query(directory, name).values():  # what --benchmark prints
+    machine, name = sorted(table)[0]
+    for rows in query(directory, name, machine).values():  # what --benchmark --machine prints
+        change_points([r["p50"] for r in rows])
+    queried = time.perf_counter()
+    for rows in query(directory, name).values():  # on every machine
         change_points([r["p50"] for r in rows])
     return dataclasses.replace(
-        scale, compact_s=compacted - drawn, query_s=time.perf_counter() - compacted
-    )
+        scale, compact_s=compacted - drawn, query_s=queried - compacted,
+        query_all_s=time.perf_counter() - queried,
+    )  # fmt: skip
 
 
 def main(argv: Sequence[str] | None = None) -> int:

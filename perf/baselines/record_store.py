@@ -201,15 +201,18 @@ def stored_records(directory: Path, samples: bool = True) -> list[dict[str, Any]
     return sorted(records.values(), key=lambda r: (r["recorded_at"], r["run_id"]))
 
 
-def query(directory: Path, benchmark: str) -> Series:
-    """One benchmark's series on every machine: its packs' columns (no JSON read) and the loose
-    records. Fast at any size once old records are compacted."""
+def query(directory: Path, benchmark: str, machine: str | None = None) -> Series:
+    """One benchmark's series on every machine (or on ``machine``): its packs' columns (no JSON
+    read) and the loose records. Fast at any size once old records are compacted."""
+
+    def mine(path: Path) -> bool:
+        return machine in (None, path.parent.name)
 
     def rows() -> Iterator[tuple[tuple[str, str], dict[str, Any]]]:
-        for pack in pack_files(directory):
+        for pack in filter(mine, pack_files(directory)):
             for name, row in packed_rows(pack, benchmark):
                 yield (pack.parent.name, name), row
-        for path in record_files(directory):
+        for path in filter(mine, record_files(directory)):
             yield from ((key, row) for key, row in record_rows(read_record(path))
                         if key[1] == benchmark)  # fmt: skip
 
