@@ -264,6 +264,7 @@ def test_history_job_adds_records_only_and_retries_a_raced_push() -> None:
     assert "bash .github/scripts/gather-history.sh" in job_runs
     runs = GATHER_SCRIPT.read_text() + job_runs
     assert "python -m perf.history gather" in runs and "--into perf-history-branch" in runs
+    assert "python -m perf.history compact perf-history-branch" in runs  # lossless packs
     assert "checkout -q --orphan perf-history" in runs  # the first run creates the branch
     loop = runs[runs.index("for attempt in") : runs.index("done")]
     assert "push -q origin HEAD:perf-history" in loop and "pull -q --rebase" in loop

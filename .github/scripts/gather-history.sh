@@ -26,6 +26,11 @@ if [ "${#stores[@]}" -eq 0 ]; then
   exit 0
 fi
 python -m perf.history gather "${stores[@]}" --into perf-history-branch
+# Past 500 loose records, fold them into packs (lossless; a one-benchmark query then reads no
+# JSON). History jobs share one concurrency group, so no other job compacts meanwhile.
+if [ "$(find perf-history-branch -path '*/.git' -prune -o -name '*.json' -print | wc -l)" -gt 500 ]; then
+  python -m perf.history compact perf-history-branch
+fi
 git -C perf-history-branch add -A
 if git -C perf-history-branch diff --cached --quiet; then
   exit 0
