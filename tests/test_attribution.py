@@ -3,15 +3,26 @@ the nodes and op types that moved (synthetic profiles: known answers, no clock).
 
 from __future__ import annotations
 
+import functools
 import json
 import math
+from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from onnx import TensorProto, helper, numpy_helper
 
-from perf.measure.profile import CallProfile, NodeRun, op_type_breakdown, parse_trace
+from perf.measure.profile import (
+    CallProfile,
+    NodeRun,
+    ProfiledSession,
+    op_type_breakdown,
+    parse_trace,
+)
+from perf.measure.sessions import SessionSettings, open_session
 from perf.stats.attribution import BY_NAME, BY_ORDER, attribute, match_nodes
 
 # A graph: (name, op type, shapes) in execution order, and each node's true time in us
@@ -154,3 +165,77 @@ def test_the_breakdown_per_op_type_covers_the_call() -> None:
     assert math.isclose(sum(r["share"] for r in rows), 1.0)
     assert rows[0]["op_type"] == "Conv" and rows[0]["nodes"] == 2
     assert [r["ms"] for r in rows[:-1]] == sorted((r["ms"] for r in rows[:-1]), reverse=True)
+
+
+# --- what cannot be attributed is said, never attributed wrongly ------------------------------
+
+
+def test_a_side_without_node_events_is_compared_as_a_whole_call_only() -> None:
+    fused = _rounds(GRAPH, TIMES, [], {})  # B: a provider that reports no per-node events
+
+    why = attribute(fused)
+
+    assert why.nodes == () and why.op_types == (why.outside,)
+    assert "the profile of B holds no per-node events" in (why.unattributed or "")
+    assert "not attributed per node: the profile of B holds no per-node events" in why.line()
+
+
+def test_graphs_too_unlike_are_attributed_per_op_type_only() -> None:
+    # every node of B has other shapes (a wholesale rewrite): order matching pairs nothing
+    rewritten = [(f"n{i}", op, "[1,2,3]") for i, (_, op, _) in enumerate(GRAPH)]
+    times = {f"n{i}": TIMES[name] * 1.5 for i, (name, _, _) in enumerate(GRAPH)}
+
+    why = attribute(_rounds(GRAPH, TIMES, rewritten, times))
+
+    assert why.nodes == () and why.unattributed is not None
+    assert why.unattributed.startswith("the two graphs share too few nodes (0 of 6 matched")
+    conv = next(c for c in why.op_types if c.label == "Conv")
+    assert conv.change_ms == pytest.approx(0.5 * (900 + 3000) / 1e3, rel=0.05)  # still right
+    assert "by op type: " in why.op_type_line()
+
+
+def _loop_model(path: Path, trips: int) -> Path:
+    """y = x @ W, ``trips`` times in a Loop: control flow whose body runs inside the Loop."""
+    body = helper.make_graph(
+        [helper.make_node("MatMul", ["x_in", "w"], ["x_out"], name="body_matmul"),
+         helper.make_node("Identity", ["cond_in"], ["cond_out"], name="body_cond")],
+        "body",
+        [helper.make_tensor_value_info("i", TensorProto.INT64, []),
+         helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("x_in", TensorProto.FLOAT, [64, 64])],
+        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("x_out", TensorProto.FLOAT, [64, 64])],
+    )  # fmt: skip
+    graph = helper.make_graph(
+        [helper.make_node("Loop", ["trips", "cond", "x"], ["y"], name="loop", body=body)],
+        "loop",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [64, 64])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [64, 64])],
+        [numpy_helper.from_array(np.array(trips, np.int64), "trips"),
+         numpy_helper.from_array(np.array(True), "cond"),
+         numpy_helper.from_array(np.eye(64, dtype=np.float32), "w")],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def test_control_flow_is_named_and_its_body_not_counted_twice(tmp_path: Path) -> None:
+    settings = SessionSettings(provider="cpu", intra_op_threads=1, spinning=False)
+    feed = {"x": np.ones((64, 64), np.float32)}
+    rounds = []
+    for trips in (4, 4, 4):
+        sides = []
+        for path in (_loop_model(tmp_path / "a.onnx", 4), _loop_model(tmp_path / "b.onnx", 8)):
+            session = ProfiledSession(functools.partial(open_session, path, settings), feed)
+            for _ in range(trips):
+                session()
+            sides.append(session.calls())
+        rounds.append((sides[0], sides[1]))
+
+    why = attribute(rounds)
+
+    assert "A has control flow (Loop)" in (why.unattributed or "")
+    assert why.nodes == () and why.op_types == (why.outside,)
+    assert why.total.change_ms > 0  # B runs its body twice as often: the whole call says so

@@ -97,6 +97,9 @@ class Attribution:
     outside: Change
     rounds: int
     calls: int  # profiled calls per side
+    # Why the change is not split per node (no node events, control flow, graphs too unlike):
+    # then only what can be told is shown, never a wrong attribution
+    unattributed: str | None = None
 
     def named(self, limit: int = 5) -> list[Change]:
         """The largest changes the rounds can tell from noise, nodes and the outside time."""
@@ -105,13 +108,16 @@ class Attribution:
 
     def line(self) -> str:
         """``+11.8 ms per call: +9.6 ms in Conv /encoder/convs.2, ..., +0.3 ms elsewhere``."""
+        whole = (
+            f"{self.total.change_ms:+.2f} ms per profiled call "
+            f"(A {self.total.a_ms:.2f} ms, B {self.total.b_ms:.2f} ms): "
+        )
+        if self.unattributed and not self.nodes:
+            return whole + f"not attributed per node: {self.unattributed}"
         named = self.named()
         rest = self.total.change_ms - sum(c.change_ms for c in named)
         parts = [c.describe() for c in named] + [f"{rest:+.2f} ms elsewhere"]
-        return (
-            f"{self.total.change_ms:+.2f} ms per profiled call "
-            f"(A {self.total.a_ms:.2f} ms, B {self.total.b_ms:.2f} ms): " + ", ".join(parts)
-        )
+        return whole + ", ".join(parts)
 
     def op_type_line(self) -> str:
         """The op types whose change the rounds can tell from noise, largest first."""
@@ -128,6 +134,7 @@ class Attribution:
             "outside": self.outside.to_dict(),
             "nodes": [c.to_dict() for c in self.nodes],
             "op_types": [c.to_dict() for c in self.op_types],
+            "unattributed": self.unattributed,
             "line": self.line(),
         }
 
@@ -161,10 +168,54 @@ def attribute(rounds: Rounds, confidence: float = 0.95) -> Attribution:
         np.array([_mean([c.run_us for c in a]) for a, _ in rounds]) / 1e3,
         np.array([_mean([c.run_us for c in b]) for _, b in rounds]) / 1e3, confidence,
     )  # fmt: skip
+    op_types = (*_by_op_type(parts, confidence), outside)
+    unattributed = _unattributable(rounds) or _unlike(pairs, matching)
+    if unattributed and not unattributed.startswith(TOO_UNLIKE):
+        nodes, op_types = (), (outside,)  # per-op-type sums would be as wrong as the nodes
+    elif unattributed:
+        nodes = ()  # op types hold whatever the nodes are called
     return Attribution(
-        matching, total, nodes, (*_by_op_type(parts, confidence), outside), outside,
-        rounds=len(rounds), calls=sum(len(a) for a, _ in rounds),
+        matching, total, nodes, op_types, outside,
+        rounds=len(rounds), calls=sum(len(a) for a, _ in rounds), unattributed=unattributed,
     )  # fmt: skip
+
+
+CONTROL_FLOW = frozenset({"Loop", "If", "Scan"})
+TOO_UNLIKE = "the two graphs share too few nodes"
+MIN_MATCHED_SHARE = 0.5  # of the larger graph's nodes, matched by op type and shapes
+
+
+def _unattributable(rounds: Rounds) -> str | None:
+    """Why no node can be attributed: a side without node events, or control flow."""
+    for side, calls in (("A", [c for a, _ in rounds for c in a]),
+                        ("B", [c for _, b in rounds for c in b])):  # fmt: skip
+        if not any(call.nodes for call in calls):
+            return (
+                f"the profile of {side} holds no per-node events (a provider that reports "
+                "none, or one fused node); only the whole call is compared"
+            )
+        flow = sorted({n.op_type for call in calls for n in call.nodes} & CONTROL_FLOW)
+        if flow:
+            return (
+                f"{side} has control flow ({', '.join(flow)}): its body's nodes run inside "
+                "that node's time, so per-node parts would count them twice; only the whole "
+                "call and the time outside nodes are compared"
+            )
+    return None
+
+
+def _unlike(pairs: list[tuple[str | None, str | None, str]], matching: str) -> str | None:
+    """Why nodes matched by execution order cannot be trusted: too few of them matched."""
+    if matching == BY_NAME:
+        return None
+    matched = sum(1 for a, b, _ in pairs if a and b)
+    largest = max(sum(1 for a, _, _ in pairs if a), sum(1 for _, b, _ in pairs if b))
+    if largest and matched / largest >= MIN_MATCHED_SHARE:
+        return None
+    return (
+        f"{TOO_UNLIKE} ({matched} of {largest} matched by name, op type and shapes) to pair "
+        "them; per op type only"
+    )
 
 
 def match_nodes(
@@ -181,21 +232,22 @@ def match_nodes(
     matcher = difflib.SequenceMatcher(
         a=[n.signature for n in a_nodes], b=[n.signature for n in b_nodes], autojunk=False
     )
-    pairs: list[tuple[str | None, str | None, str]] = []
-    for tag, i1, i2, j1, j2 in matcher.get_opcodes():
-        if tag == "equal":
-            pairs += [(a_nodes[i].name, b_nodes[j].name, b_nodes[j].op_type)
-                      for i, j in zip(range(i1, i2), range(j1, j2), strict=True)]  # fmt: skip
-        else:
-            pairs += _pair_by_name(a_nodes[i1:i2], b_nodes[j1:j2])
-    return pairs, BY_ORDER
+    pairs: list[tuple[str | None, str | None, str]] = [
+        (a_nodes[i].name, b_nodes[j].name, b_nodes[j].op_type)
+        for tag, i1, i2, j1, j2 in matcher.get_opcodes() if tag == "equal"
+        for i, j in zip(range(i1, i2), range(j1, j2), strict=True)
+    ]  # fmt: skip
+    a_paired, b_paired = {a for a, _, _ in pairs}, {b for _, b, _ in pairs}
+    a_left = [n for n in a_nodes if n.name not in a_paired]
+    b_left = [n for n in b_nodes if n.name not in b_paired]
+    return pairs + _pair_by_name(a_left, b_left), BY_ORDER
 
 
 def _pair_by_name(
     a_nodes: Sequence[NodeRun], b_nodes: Sequence[NodeRun]
 ) -> list[tuple[str | None, str | None, str]]:
-    """Where the orders differ: a node of either side whose name and op type the other side
-    has too is one node (its shapes or neighbours changed); the rest are only in A or B."""
+    """Nodes the execution orders left unpaired: one whose name and op type the other side has
+    too is one node (its shapes or neighbours changed); the rest are only in A or B."""
     b_names = {(n.name, n.op_type) for n in b_nodes}
     a_names = {(n.name, n.op_type) for n in a_nodes}
     pairs = [(n.name, n.name if (n.name, n.op_type) in b_names else None, n.op_type)
