@@ -610,10 +610,12 @@ def _check_gpu_modes(options: PerfOptions) -> None:
             raise ConfigError(f"{option} runs on {provider} only and --perf-providers selects "
                               f"{selected}; add {provider}, or drop it")  # fmt: skip
     bound = "--perf-cuda-graph" if modes.cuda_graph else "--perf-io-binding"
-    if modes.binds and (options.scenario != "single-stream" or options.against):
+    if modes.binds and (
+        options.scenario != "single-stream" or options.against or options.variant_pairs
+    ):
         raise ConfigError(
             f"{bound} applies to single-stream benchmarks (not with --perf-scenario "
-            "server/offline or --perf-against): those time session.run"
+            "server/offline, --perf-against or --perf-compare): those time session.run"
         )
 
 

@@ -153,21 +153,27 @@ class ABRuns:
         self.pairs: list[ABOutcome] = []  # --perf-compare
         self._settings = settings
 
-    def settings(self, provider: str) -> SessionSettings:
-        check_available(resolve_provider(provider))
-        return dataclasses.replace(self._settings(provider), spinning=False)
+    def settings(self, case: PerfCase) -> SessionSettings:
+        """The case's A/B settings: TensorRT profiled for the run's lengths, so that no timed
+        round builds an engine (the bound modes are refused with A/Bs: they time session.run)."""
+        check_available(resolve_provider(case.provider))
+        base = dataclasses.replace(self._settings(case.provider), spinning=False)
+        if base.provider != TENSORRT:
+            return base
+        model_path = self.models.resolve(case, base)[0].path
+        return case_settings(self.options, case, model_path, base)
 
     def against_ref(self, case: PerfCase, rate_rps: float | None = None) -> ABOutcome:
         """A/B with REF, per call or (with ``rate_rps``) serving Poisson arrivals."""
         assert self.gate is not None
-        settings = self.settings(case.provider)
+        settings = self.settings(case)
         if rate_rps is None:
             return self.gate.check(case, settings)
         return self.gate.check_server(case, rate_rps, self.options.workers, settings)
 
     def variants(self, pair: VariantPair) -> ABOutcome:
         """--perf-compare: B's variant against A's, interleaved."""
-        settings = self.settings(pair.provider)
+        settings = self.settings(pair.b)
         dims, fixed = self.options.dims, self.options.fixed_inputs
         outcome = compare_variants(
             pair, lambda case, s: self.models.resolve(case, s)[0],
@@ -180,7 +186,7 @@ class ABRuns:
     def side_by_side(self, row: StoredRow, stored_key: str) -> ABOutcome | None:
         """A changed model against its stored one, still in the cache, in the row's scenario."""
         return side_by_side_with_stored(
-            row.case, stored_key, self.models, self.settings(row.case.provider), self.options,
+            row.case, stored_key, self.models, self.settings(row.case), self.options,
             rate_rps=row.rate_rps, workers=self.options.workers,
         )  # fmt: skip
 

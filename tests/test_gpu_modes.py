@@ -283,9 +283,17 @@ def test_a_mode_no_selected_provider_runs_is_a_usage_error(modes: GpuModes, mess
         ("--perf-cuda-graph", GpuModes(cuda_graph=True)),
     ],
 )
-def test_binding_modes_are_single_stream_only(option: str, modes: GpuModes) -> None:
+@pytest.mark.parametrize(
+    "changes",
+    [{"scenario": "server"}, {"variant_pairs": (("tiny/fp32", "tiny/int8"),)}],
+    ids=["server", "perf-compare"],
+)
+def test_binding_modes_are_single_stream_only(
+    option: str, modes: GpuModes, changes: dict[str, object]
+) -> None:
+    """Server rounds and A/Bs (against a commit or another variant) time session.run."""
     with pytest.raises(ConfigError, match=f"^{option} applies to single-stream benchmarks"):
-        _check_gpu_modes(_options(("cpu", "cuda"), modes, scenario="server"))
+        _check_gpu_modes(_options(("cpu", "cuda"), modes, **changes))
 
 
 def test_modes_with_their_provider_selected_are_accepted() -> None:
