@@ -11,8 +11,11 @@ FILE`` also writes them as one self-contained HTML page (perf.reports.history_pa
 ``python -m perf.history gather SRC... --into DIR`` puts the records of several stores (e.g.
 downloaded artifacts of several runners) into one as a union of files: a record already there
 with the same bytes changes nothing, one of the same name with other bytes is refused, naming
-both files, and the store is left as it was. ``python -m perf.history_scale`` times
-reading, searching and drawing 10,000 synthesised records (perf.history_scale).
+both files, and the store is left as it was. ``python -m perf.history compact DIR`` folds
+each machine's records into one lossless pack (perf.baselines.record_store), ``unpack PACK
+--into DIR`` gives the files back, and ``DIR --benchmark NAME [--machine ID]`` shows one
+benchmark's series from the packs' columns alone (fast at any size). ``python -m
+perf.history_scale`` times all of this on 10,000 synthesised records (perf.history_scale).
 """
 
 from __future__ import annotations
