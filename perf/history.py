@@ -80,7 +80,10 @@ def render(table: Series, last: int | None = None) -> str:
     return "\n".join(lines) + "\n" if lines else "no run records\n"
 
 
-def markdown(table: Series, last: int | None = 20) -> str:
+SUMMARY_RUNS = 20  # runs a job summary's sparkline shows, unless --last says otherwise
+
+
+def markdown(table: Series, last: int | None = SUMMARY_RUNS) -> str:
     """A table per machine for a CI job summary: benchmark, runs, the last P50 and P99 (with
     its interval), a sparkline of the last ``last`` P50s, and the last change point."""
     lines = []
@@ -211,7 +214,9 @@ def show_main(argv: Sequence[str]) -> int:
     except HistoryError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    print(markdown(table, args.last) if args.markdown else render(table, args.last), end="")
+    # A job summary must stay under GitHub's 1 MiB: a sparkline of every run would not
+    summary = markdown(table, args.last or SUMMARY_RUNS) if args.markdown else None
+    print(summary or render(table, args.last), end="")
     if args.page is not None:
         atomic_write_text(args.page, page(table, args.last, args.commit_url))
         print(f"history page: {args.page}")

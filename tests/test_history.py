@@ -403,3 +403,15 @@ def test_packs_gather_like_records_and_a_history_query_is_fast_from_them(
     assert "2 record(s) added, 2 already there" in out
     assert "cnn/fp32-cpu-3s on machine " in out and ": 12 run(s)" in out
     assert "change at 66666666: P50 x1.2" in out
+
+
+def test_a_job_summary_shows_the_last_runs_whatever_the_history_holds(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _measured_store(tmp_path, runs=30)
+
+    assert history.main([str(tmp_path), "--markdown"]) == 0
+
+    (row,) = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| cnn")]
+    sparkline = row.split(" | ")[4]
+    assert len(sparkline) == history.SUMMARY_RUNS  # not 30: GitHub caps a summary at 1 MiB
