@@ -102,7 +102,7 @@ def _columns(records: list[dict[str, Any]]) -> bytes:
     for i, columns in enumerate(benches.values()):
         arrays |= {f"b{i}_{field}": np.asarray(values) for field, values in columns.items()}
     buffer = io.BytesIO()
-    np.savez_compressed(buffer, **arrays)
+    np.savez_compressed(buffer, **arrays)  # deterministic: entries carry no time stamp
     return buffer.getvalue()
 
 
