@@ -12,10 +12,10 @@ from __future__ import annotations
 import functools
 import importlib.metadata
 import re
-import shutil
-import subprocess
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
+
+from perf.measure.fingerprint import gpu_info
 
 Shape = tuple[int, ...]
 Shapes = Mapping[str, Shape]  # input name -> shape of one call
@@ -77,19 +77,9 @@ def cache_key(gpu_name: str | None, trt_version: str | None, ort_version: str | 
 
 @functools.cache
 def gpu_name() -> str | None:
-    """The first GPU's model name from nvidia-smi, or None without one."""
-    smi = shutil.which("nvidia-smi")
-    if smi is None:
-        return None
-    try:
-        done = subprocess.run(
-            [smi, "--query-gpu=name", "--format=csv,noheader"],
-            capture_output=True, text=True, timeout=30, check=True,
-        )  # fmt: skip
-    except (OSError, subprocess.SubprocessError):
-        return None
-    lines = done.stdout.strip().splitlines()
-    return lines[0] if lines else None
+    """The first GPU's model name (the fingerprint's nvidia-smi probe), or None without one."""
+    info = gpu_info()
+    return info["names"][0] if info else None
 
 
 def _version(*distributions: str) -> str | None:
