@@ -135,6 +135,17 @@ def case_settings(
     )  # fmt: skip
 
 
+def tensorrt_profiled(
+    options: PerfOptions, models: CheckedModels, case: PerfCase, settings: SessionSettings
+) -> SessionSettings:
+    """``settings`` for a case that times ``session.run`` (A/Bs, traffic): on TensorRT, profiled
+    for every length of the run so that no timed call builds an engine; others as they are."""
+    if settings.provider != TENSORRT:
+        return settings
+    model, _ = models.resolve(case, settings)
+    return case_settings(options, case, model.path, settings)
+
+
 class ABRuns:
     """The session's A/Bs: --perf-against REF's gate, --perf-compare's variant pairs, and
     changed models measured beside their stored ones. Spinning is off in all of them, so
@@ -158,10 +169,7 @@ class ABRuns:
         round builds an engine (the bound modes are refused with A/Bs: they time session.run)."""
         check_available(resolve_provider(case.provider))
         base = dataclasses.replace(self._settings(case.provider), spinning=False)
-        if base.provider != TENSORRT:
-            return base
-        model_path = self.models.resolve(case, base)[0].path
-        return case_settings(self.options, case, model_path, base)
+        return tensorrt_profiled(self.options, self.models, case, base)
 
     def against_ref(self, case: PerfCase, rate_rps: float | None = None) -> ABOutcome:
         """A/B with REF, per call or (with ``rate_rps``) serving Poisson arrivals."""
@@ -233,8 +241,9 @@ class PerfRun:
         """
         check_available(resolve_provider(case.provider))  # before building anything
         check_provider(resolve_provider(case.provider), self.options.gpu_modes)
-        model, numerics = self.models.resolve(case, self.settings(case.provider))
-        settings = case_settings(self.options, case, model.path, self.settings(case.provider))
+        base = self.settings(case.provider)
+        model, numerics = self.models.resolve(case, base)
+        settings = case_settings(self.options, case, model.path, base)
         budget = budget_for(case, self.rules)
         inputs = case_inputs(model.path, case, self.options.dims, self.options.fixed_inputs)
         log.info("%s: sampling (budget: %s)", case.id, budget or "none")
@@ -262,9 +271,7 @@ class PerfRun:
                 settings, intra_op_threads=tail.threads, spinning=tail.spinning
             )
         check_provider(settings.provider, self.options.gpu_modes)
-        if settings.provider == TENSORRT:  # profiled for every length of the mix
-            model, _ = self.models.resolve(case, settings)
-            settings = case_settings(self.options, case, model.path, settings)
+        settings = tensorrt_profiled(self.options, self.models, case, settings)
         return traffic_workload(self.models, self.options, settings, case)
 
     def measure_torch(self, case: PerfCase) -> LatencyResult:
