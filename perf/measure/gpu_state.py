@@ -361,6 +361,7 @@ class GpuMonitor:
         self._handle: Any | None = None
         self._reason: str | None = None
         self._samples: list[GpuSample] = []
+        self._our_pids: frozenset[int] = frozenset()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.result: GpuState | None = None
@@ -369,6 +370,9 @@ class GpuMonitor:
         """Starts NVML and finds the device; False (reason kept) where there is none."""
         self._nvml, self._reason = open_nvml(self._nvml_in)
         if self._nvml is not None:
+            # once, not per sample: walking the process tree every 0.1 s would load the CPU
+            # beside the timed calls
+            self._our_pids = self._ours()
             self._handle = query(self._nvml.nvmlDeviceGetHandleByIndex, self._device_index)
             if self._handle is None:
                 self._reason = f"NVML has no GPU {self._device_index}"
@@ -378,7 +382,7 @@ class GpuMonitor:
     def sample(self) -> GpuSample | None:
         if self._nvml is None:
             return None
-        taken = read_sample(self._nvml, self._handle, self._ours())
+        taken = read_sample(self._nvml, self._handle, self._our_pids)
         self._samples.append(taken)
         return taken
 
