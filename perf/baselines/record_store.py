@@ -156,12 +156,17 @@ def _row(runs: dict[str, np.ndarray], bench: dict[str, np.ndarray], k: int) -> d
 
     return {
         "run_id": str(runs["run_id"][run]), "when": str(runs["recorded_at"][run]),
-        "commit": (sha or "no git")[:8] + ("+" if runs["dirty"][run] else ""), "sha": sha,
+        "commit": commit_label(sha, bool(runs["dirty"][run])), "sha": sha,
         "p50": value(bench["p50"]),
         "p99": {"value": value(bench["p99"]), "low": value(bench["p99_low"]),
                 "high": value(bench["p99_high"])},
         "n": int(bench["n"][k]), "outcome": str(bench["outcome"][k]),
     }  # fmt: skip
+
+
+def commit_label(sha: str | None, dirty: bool) -> str:
+    """A run's commit as the history shows it: 8 digits, ``+`` when the tree was dirty."""
+    return (sha or "no git")[:8] + ("+" if dirty else "")
 
 
 # (machine id, benchmark) -> rows, oldest first
@@ -171,7 +176,7 @@ Series = dict[tuple[str, str], list[dict[str, Any]]]
 def record_rows(record: dict[str, Any]) -> Iterator[tuple[tuple[str, str], dict[str, Any]]]:
     """((machine id, benchmark), history row) for each benchmark of one record."""
     commit = record["commit"]
-    label = (commit.get("sha") or "no git")[:8] + ("+" if commit.get("dirty") else "")
+    label = commit_label(commit.get("sha"), bool(commit.get("dirty")))
     for name, bench in record["benchmarks"].items():
         pct = bench["latency_ms"]["percentiles"]
         yield (record.get("machine_id", "?"), name), {
