@@ -43,10 +43,6 @@ class VariantPair:
         a_name = a_recipe if a_arch == self.b.architecture else self.a.variant
         return f"{self.b.id}-vs-{a_name}"
 
-    @property
-    def provider(self) -> str:
-        return self.b.provider
-
 
 def parse_pairs(values: Sequence[str]) -> tuple[tuple[str, str], ...]:
     """Each ``A,B`` of ``--perf-compare``: two different variant names, written out in full."""
