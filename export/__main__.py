@@ -1,14 +1,27 @@
-"""Command line: ``python -m export list | build | verify | clean``."""
+"""Command line: ``python -m export list | build | parity | verify | clean``."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from export.cache import ModelCache, default_cache_dir
+from export.emulated_cpu import (
+    CPU_MODELS,
+    EmulationError,
+    emulation_problem,
+    kernel_arithmetic,
+    qemu_version,
+    run_model,
+)
 from export.inputs import parse_assignments
+from export.integer_numerics import SATURATING, this_machine_isa
+from export.layout import load_reference
+from export.parity import compare_outputs, describe_result, run_cpu
 from export.recipes import (
     FILE_VARIANTS,
     VARIANTS,
@@ -79,6 +92,55 @@ def cmd_build(cache: ModelCache, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_parity(cache: ModelCache, args: argparse.Namespace) -> int:
+    """Check artifacts against their reference again, natively or as another CPU (emulated)."""
+    problem = None if args.cpu == "native" else emulation_problem(args.cpu)
+    if problem is not None:
+        raise RecipeError(f"--cpu {args.cpu}: {problem}")
+    recipes = _recipes(args)
+    rows = []
+    for index, recipe in enumerate(recipes, 1):
+        rows.append(_parity_row(cache, recipe, args.cpu, f"[{index}/{len(recipes)}]"))
+    report = {"cpu": args.cpu, "host_isa": this_machine_isa(), "results": rows}
+    if args.cpu != "native":
+        version = ".".join(map(str, qemu_version() or ()))
+        report["emulator"] = f"qemu-x86_64 {version} -cpu {CPU_MODELS[args.cpu]}"
+    if args.json is not None:
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    failed = [row["name"] for row in rows if not row["parity"]["passed"]]
+    named = f" ({', '.join(failed)})" if failed else ""
+    print(f"{len(rows)} artifact(s) checked on {args.cpu}: {len(failed)} failed parity{named}")
+    return 1 if failed else 0
+
+
+def _parity_row(cache: ModelCache, recipe: Recipe, cpu: str, step: str) -> dict[str, Any]:
+    artifact = cache.get(recipe)
+    inputs, reference = load_reference(cache.reference_dir(recipe))
+    slow = "" if cpu == "native" else " (emulated: minutes for a full-size model)"
+    cache.progress(f"{step} {recipe.name}: running on {cpu}{slow}")
+    started = time.perf_counter()
+    if cpu == "native":
+        output, arithmetic = run_cpu(artifact.model_path, inputs), kernel_arithmetic()
+    else:
+        outputs, arithmetic = run_model(cpu, artifact.model_path, inputs)
+        output = outputs[0]
+        if arithmetic != SATURATING:  # then MLAS did not see the emulated CPU's CPUID
+            raise EmulationError(f"{recipe.name}: the kernels under --cpu {cpu} were exact")
+    result = compare_outputs(recipe.variant, output, reference)
+    seconds = time.perf_counter() - started
+    cache.progress(f"{recipe.name}: {seconds:.0f} s on {cpu}")
+    verdict = "ok " if result.passed else "BAD"
+    kernels = f"{arithmetic} u8 x s8 kernels"
+    print(f"{verdict} {recipe.name} on {cpu} ({kernels}): {describe_result(result)}", flush=True)
+    return {
+        "name": recipe.name,
+        "key": artifact.key,
+        "kernel_arithmetic": arithmetic,
+        "wall_seconds": round(seconds, 1),
+        "parity": result.to_dict(),
+    }
+
+
 def cmd_verify(cache: ModelCache, args: argparse.Namespace) -> int:
     results = cache.verify()
     for path, problem in results:
@@ -100,6 +162,30 @@ def cmd_clean(cache: ModelCache, args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_selection(parser: argparse.ArgumentParser) -> None:
+    """Which artifacts a command works on: names, --all, or a user's ONNX file."""
+    parser.add_argument("names", nargs="*", metavar="ARCH/VARIANT", help="e.g. w2v2-base/int8")
+    parser.add_argument("--all", action="store_true", help="every architecture and variant")
+    parser.add_argument(
+        "--weights",
+        action="append",
+        default=[],
+        metavar="ARCH=PATH",
+        help="trained weights for ARCH from a local .safetensors file (repeatable)",
+    )
+    parser.add_argument("--onnx", type=Path, help="start from your own ONNX file instead")
+    parser.add_argument(
+        "--variants", help=f"with --onnx: comma-separated, from {','.join(FILE_VARIANTS)}"
+    )
+    parser.add_argument(
+        "--dim",
+        action="append",
+        default=[],
+        metavar="NAME=SIZE",
+        help="with --onnx: size of a symbolic input dim for the parity reference (repeatable)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m export", description=__doc__)
     parser.add_argument(
@@ -111,33 +197,36 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("list", help="every ARCH/VARIANT, cached or not, with its size")
     build = commands.add_parser("build", help="build (or reuse) artifacts; print their paths")
-    build.add_argument("names", nargs="*", metavar="ARCH/VARIANT", help="e.g. w2v2-base/int8")
-    build.add_argument("--all", action="store_true", help="every architecture and variant")
-    build.add_argument(
-        "--weights",
-        action="append",
-        default=[],
-        metavar="ARCH=PATH",
-        help="trained weights for ARCH from a local .safetensors file (repeatable)",
+    _add_selection(build)
+    parity = commands.add_parser(
+        "parity",
+        help="check artifacts against their reference again, here or as another CPU",
+        description="Run artifacts (built first where needed) on their parity inputs and judge "
+        "them as a build does. --cpu avx2 runs onnxruntime's own AVX2 kernels under QEMU "
+        "(qemu-x86_64 -cpu Haswell: AVX2, no AVX-512, no VNNI), so a VNNI or AMX machine checks "
+        "what most CI runners compute. Emulated runs take minutes per full-size model.",
     )
-    build.add_argument("--onnx", type=Path, help="start from your own ONNX file instead")
-    build.add_argument(
-        "--variants", help=f"with --onnx: comma-separated, from {','.join(FILE_VARIANTS)}"
+    _add_selection(parity)
+    parity.add_argument(
+        "--cpu",
+        choices=("native", *CPU_MODELS),
+        default="native",
+        help="the CPU whose kernels compute (default: this one)",
     )
-    build.add_argument(
-        "--dim",
-        action="append",
-        default=[],
-        metavar="NAME=SIZE",
-        help="with --onnx: size of a symbolic input dim for the parity reference (repeatable)",
-    )
+    parity.add_argument("--json", type=Path, help="also write the results to this JSON file")
     commands.add_parser("verify", help="re-hash every cached file against its manifest")
     clean = commands.add_parser("clean", help="delete cached artifacts")
     clean.add_argument("--stale", action="store_true", help="only those no current recipe uses")
     return parser
 
 
-COMMANDS = {"list": cmd_list, "build": cmd_build, "verify": cmd_verify, "clean": cmd_clean}
+COMMANDS = {
+    "list": cmd_list,
+    "build": cmd_build,
+    "parity": cmd_parity,
+    "verify": cmd_verify,
+    "clean": cmd_clean,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -145,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     cache = ModelCache(args.cache)
     try:
         return COMMANDS[args.command](cache, args)
-    except (RecipeError, FileNotFoundError, ValueError) as error:
+    except (RecipeError, EmulationError, FileNotFoundError, ValueError) as error:
         print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

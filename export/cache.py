@@ -158,37 +158,16 @@ class ModelCache:
         if artifact is not None:
             return artifact
         parent = self.get(recipe.parent) if recipe.parent is not None else None
-        with self._lock(recipe, key):
+        with _build_lock(self.root, recipe, key, self.progress):
             artifact = self.lookup(recipe, key)  # another process may have built it meanwhile
             if artifact is not None:
                 return artifact
             return self._build(recipe, key, parent)
 
-    @contextlib.contextmanager
-    def _lock(self, recipe: Recipe, key: str) -> Iterator[None]:
-        locks = self.root / ".locks"
-        locks.mkdir(parents=True, exist_ok=True)
-        lock = FileLock(str(locks / f"{key[:16]}.lock"))
-        try:
-            lock.acquire(timeout=0)
-        except Timeout:
-            self.progress(f"waiting for another process that is building {recipe.name}")
-            lock.acquire()
-        try:
-            yield
-        finally:
-            lock.release()
-
     def _build(self, recipe: Recipe, key: str, parent: Artifact | None) -> Artifact:
-        scratch_root = self.root / ".tmp"
-        scratch_root.mkdir(parents=True, exist_ok=True)
-        for stale in scratch_root.glob(f"{key[:16]}-*"):  # left by a killed build of this key
-            shutil.rmtree(stale, ignore_errors=True)
-        scratch = scratch_root / f"{key[:16]}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        scratch.mkdir()
         started = time.perf_counter()
         self.progress(f"building {recipe.name}")
-        try:
+        with _scratch_dir(self.root, key) as scratch:
             with quiet_library_logs():
                 details = produce(recipe, scratch, parent, self.progress)
             manifest = build_manifest(recipe, key, scratch, details, parent, started)
@@ -198,9 +177,6 @@ class ModelCache:
                 shutil.rmtree(final)
             final.parent.mkdir(parents=True, exist_ok=True)
             os.replace(scratch, final)
-        except BaseException:
-            shutil.rmtree(scratch, ignore_errors=True)
-            raise
         self.progress(
             f"built {recipe.name} in {manifest['build_seconds']:.1f} s "
             f"({_megabytes(Artifact(final, manifest).size_bytes)})"
@@ -250,6 +226,39 @@ class ModelCache:
                 removed.append(path)
         shutil.rmtree(self.root / ".tmp", ignore_errors=True)
         return removed
+
+
+@contextlib.contextmanager
+def _build_lock(root: Path, recipe: Recipe, key: str, progress: Progress) -> Iterator[None]:
+    """One builder per key across processes; the others wait, then find it built."""
+    locks = root / ".locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(locks / f"{key[:16]}.lock"))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        progress(f"waiting for another process that is building {recipe.name}")
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+@contextlib.contextmanager
+def _scratch_dir(root: Path, key: str) -> Iterator[Path]:
+    """A fresh build directory under ``.tmp/``, removed unless the body renamed it into place;
+    the leftovers of a killed build of this key go first."""
+    scratch_root = root / ".tmp"
+    scratch_root.mkdir(parents=True, exist_ok=True)
+    for stale in scratch_root.glob(f"{key[:16]}-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    scratch = scratch_root / f"{key[:16]}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    scratch.mkdir()
+    try:
+        yield scratch
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def produce(

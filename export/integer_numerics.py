@@ -94,6 +94,11 @@ INTEGER_OPS: dict[str, tuple[int, int]] = {
     "MatMulIntegerToFloat": (0, 1),  # com.microsoft
 }
 _FLOAT_ACTIVATION_OPS = ("DynamicQuantizeMatMul",)
+# MLAS saturates only a uint8 *left* operand times an int8 right one (VPMADDUBSW's operand
+# order). ConvInteger multiplies its weights by the im2col'd input: its weights are the left
+# operand, so the usual uint8 input x int8 weights is exact everywhere. Measured with
+# onnxruntime's own AVX2 kernels under QEMU (tests/test_emulated_cpu.py).
+WEIGHTS_ARE_LEFT_OPERAND = frozenset({"ConvInteger"})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,12 +115,15 @@ class IntegerOp:
     @property
     def exact_everywhere(self) -> bool | None:
         """True: same numbers on every x86 ISA; False: can differ on saturating ISAs."""
-        if self.activation_type == "uint8" and self.weight_type == "uint8":
-            return True  # u8u8 kernels widen to int16 before multiplying
-        if self.activation_type != "uint8" or self.weight_type != "int8":
+        left, right = self.activation_type, self.weight_type
+        if self.op_type in WEIGHTS_ARE_LEFT_OPERAND:
+            left, right = right, left
+        if "unknown" in (left, right):
             return None
-        if self.worst_pair is None:
-            return None
+        if (left, right) != ("uint8", "int8"):
+            return True  # u8u8, s8u8 and s8s8 kernels never saturate
+        if left == self.weight_type or self.worst_pair is None:
+            return None  # the int8 side is an activation: no static bound
         return self.worst_pair <= SAFE_PAIR_MAGNITUDE
 
     def to_dict(self) -> dict[str, Any]:
@@ -266,12 +274,26 @@ def saturated_product(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def integer_matmul(
-    a: np.ndarray, b: np.ndarray, a_zero: Any, b_zero: Any, saturating: bool
+    a: np.ndarray,
+    b: np.ndarray,
+    a_zero: Any,
+    b_zero: Any,
+    saturating: bool,
+    b_is_left_operand: bool = False,
 ) -> np.ndarray:
-    """MatMulInteger: (A - a_zero) @ (B - b_zero) as int32, B of shape [K, N]."""
+    """MatMulInteger: (A - a_zero) @ (B - b_zero) as int32, B of shape [K, N].
+
+    ``b_is_left_operand``: MLAS computes ``B.T @ A.T`` (ConvInteger's weights times its input),
+    so a pair saturates only where B is uint8 and A int8.
+    """
     k = a.shape[-1]
     flat = a.reshape(-1, k)
-    raw = saturated_product(flat, b) if saturating else flat.astype(np.int64) @ b.astype(np.int64)
+    if not saturating:
+        raw = flat.astype(np.int64) @ b.astype(np.int64)
+    elif b_is_left_operand:
+        raw = saturated_product(b.T, flat.T).T
+    else:
+        raw = saturated_product(flat, b)
     a_zero = np.int64(0 if a_zero is None else np.asarray(a_zero).reshape(-1)[0])
     b_zero = np.zeros(b.shape[1], np.int64) if b_zero is None else np.asarray(b_zero, np.int64)
     b_zero = np.broadcast_to(b_zero.reshape(-1), (b.shape[1],))
@@ -362,7 +384,9 @@ def _reference_ops(saturating: bool) -> list[type]:
                     zero = np.broadcast_to(w_zero, (w.shape[0],))[
                         g * per_group : (g + 1) * per_group
                     ]
-                return integer_matmul(columns, weights, x_zero_point, zero, saturating)
+                return integer_matmul(
+                    columns, weights, x_zero_point, zero, saturating, b_is_left_operand=True
+                )
 
             pad_value = 0 if x_zero_point is None else np.asarray(x_zero_point).reshape(-1)[0]
             y = convolution(x, w, attributes, product, pad_value)

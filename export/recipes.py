@@ -22,9 +22,9 @@ from export.specs import ARCHITECTURES, ArchitectureSpec
 # The manifest's layout (export/cache.py). Changes to the code that builds an artifact need no
 # bump: that code is hashed into every key (build_code_digest).
 CACHE_FORMAT = 1
-# Modules of this package that build nothing (the command line, checks of users' files): not
-# hashed.
-NOT_BUILD_CODE = frozenset({"__main__.py", "user_files.py", "machine.py"})
+# Modules of this package that build nothing (the command line, checks of users' files, the CPU
+# probe, runs under an emulated CPU): not hashed.
+NOT_BUILD_CODE = frozenset({"__main__.py", "user_files.py", "machine.py", "emulated_cpu.py"})
 
 VARIANTS: dict[str, str] = {
     "fp32": "torch.onnx.export (dynamo, with fallbacks), float32",
