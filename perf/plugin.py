@@ -1,8 +1,8 @@
-"""The pytest plugin: ``--perf-*`` options, parametrization, fixtures and the summary table."""
+"""The pytest plugin: its hooks, fixtures and the summary table (options: perf.config; which
+benchmarks run: perf.case_plan)."""
 
 from __future__ import annotations
 
-import dataclasses
 import warnings
 from collections import Counter
 from collections.abc import Sequence
@@ -14,11 +14,8 @@ from perf.baselines.history import benchmark_entry, build_record, git_state, wri
 from perf.baselines.regression import StoredRow
 from perf.baselines.store import BaselineError, load_baseline
 from perf.budgets.rules import BudgetConfigError, load_rules
+from perf.case_plan import CASE_FIXTURES, plan
 from perf.config import ConfigError, add_options, one_line, read_options
-from perf.measure.cases import (
-    PerfCase,
-    build_cases,
-)
 from perf.measure.fingerprint import machine_and_software
 from perf.measure.profile import breakdown_lines
 from perf.measure.providers import (
@@ -28,9 +25,8 @@ from perf.measure.providers import (
 from perf.reports.report import ReportContent, skipped_from_report, write_report
 from perf.reports.summary import format_table, summary_table
 from perf.run import PerfRun
-from perf.scenarios.offline import DEFAULT_BATCH_SIZES, OFFLINE_HEADERS, offline_rows
-from perf.scenarios.pairs import pair_cases
-from perf.scenarios.server import SERVER_HEADERS, server_bench, server_rows, stored_row
+from perf.scenarios.offline import OFFLINE_HEADERS, offline_rows
+from perf.scenarios.server import SERVER_HEADERS, server_rows, stored_row
 from perf.scenarios.tail_matrix import MATRIX_HEADERS, matrix_rows
 from perf.stats.compare import MIN_BASELINE_RUNS, format_comparison_table
 from perf.stats.outcome import Outcome
@@ -93,91 +89,18 @@ def record_samples(benchmark: Any, samples_ms: Sequence[float], extra_info: dict
         stats.update(value / 1e3)  # pytest-benchmark stores seconds
 
 
-FIXTURES_BY_SCENARIO = {
-    "single-stream": ("perf_case", "eager_case", "concurrency_case", "pair_case"),
-    "server": ("server_case", "peak_case", "tail_case"),
-    "offline": ("offline_case",),
-}
-
-
-def _off(metafunc: pytest.Metafunc, name: str, reason: str) -> None:
-    metafunc.parametrize(
-        name, [pytest.param(None, marks=pytest.mark.skip(reason=reason))], ids=["off"]
-    )
-
-
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    names = set(metafunc.fixturenames)
-    wanted = {name for group in FIXTURES_BY_SCENARIO.values() for name in group} & names
+    wanted = CASE_FIXTURES & set(metafunc.fixturenames)
     if not wanted:
         return
-    options = perf_run_of(metafunc.config).options
     (name,) = wanted
-    if name not in FIXTURES_BY_SCENARIO[options.scenario]:
-        _off(metafunc, name, f"--perf-scenario {options.scenario}")
-        return
-    if (name == "pair_case") != bool(options.variant_pairs):
-        _off(metafunc, name, "--perf-compare runs only its pairs" if options.variant_pairs
-             else "no --perf-compare")  # fmt: skip
-        return
-    if name == "pair_case":
-        pairs = pair_cases(options.variant_pairs, options.providers, options.durations,
-                           options.batch)  # fmt: skip
-        metafunc.parametrize("pair_case", pairs, ids=[p.id for p in pairs])
-        return
-    cases = build_cases(
-        options.variants, options.providers, options.durations, options.batch, options.model_files
-    )
-    if options.lengths and name in ("server_case", "peak_case"):
-        first = {(c.variant, c.provider, c.model_file): c for c in reversed(cases)}.values()
-        cases = [dataclasses.replace(c, duration_s=options.lengths[0][0], mix=options.lengths)
-                 for c in first]  # fmt: skip
-    if name == "offline_case":
-        sizes = options.batch_sizes or DEFAULT_BATCH_SIZES
-        batched = [dataclasses.replace(c, batch=b) for c in cases for b in sizes]
-        metafunc.parametrize("offline_case", batched, ids=[c.id for c in batched])
-    elif name == "perf_case":
-        metafunc.parametrize("perf_case", cases, ids=[c.id for c in cases])
-    elif name == "tail_case":
-        if not options.tail_matrix:
-            _off(metafunc, name, "no --perf-tail-matrix")
-            return
-        pairs, ids = _at_rates(cases, options.rates, "-matrix")
-        metafunc.parametrize("tail_case", pairs, ids=ids)
-    elif name == "peak_case":
-        if options.peak:
-            metafunc.parametrize("peak_case", cases, ids=[f"{c.id}-peak" for c in cases])
-        else:
-            _off(metafunc, name, "no --perf-rate peak")
-    elif name == "server_case":
-        if not options.rates:
-            _off(metafunc, name, "--perf-rate peak only")
-            return
-        pairs, ids = _at_rates(cases, options.rates)
-        metafunc.parametrize("server_case", pairs, ids=ids)
-    elif name == "eager_case":
-        architectures = dict.fromkeys(v.split("/")[0] for v in options.variants)
-        eager = [
-            PerfCase(f"{arch}/torch-eager", "cpu", duration, options.batch)
-            for arch in architectures
-            for duration in options.durations
-            if "cpu" in options.providers
-        ]
-        metafunc.parametrize("eager_case", eager, ids=[c.id for c in eager])
-    elif options.concurrency < 1:
-        _off(metafunc, name, "--perf-concurrency 0")
+    planned = plan(name, perf_run_of(metafunc.config).options)
+    if isinstance(planned, str):
+        metafunc.parametrize(
+            name, [pytest.param(None, marks=pytest.mark.skip(reason=planned))], ids=["off"]
+        )
     else:
-        first = [c for c in cases if c.duration_s == options.durations[0]]
-        ids = [f"{c.id}-x{options.concurrency}" for c in first]
-        metafunc.parametrize("concurrency_case", first, ids=ids)
-
-
-def _at_rates(
-    cases: list[PerfCase], rates: tuple[float, ...], suffix: str = ""
-) -> tuple[list[tuple[PerfCase, float]], list[str]]:
-    """Each case at each rate, and their ids (``<case>-<rate>rps``, the server rows' names)."""
-    pairs = [(case, rate) for case in cases for rate in rates]
-    return pairs, [server_bench(case, rate) + suffix for case, rate in pairs]
+        metafunc.parametrize(name, planned.values, ids=planned.ids)
 
 
 @pytest.fixture(scope="session")
