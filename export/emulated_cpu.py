@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import json
+import platform
 import re
 import shutil
 import subprocess
@@ -53,8 +54,6 @@ def qemu_version() -> tuple[int, int] | None:
 
 def emulation_problem(isa: str, machine: str | None = None) -> str | None:
     """Why onnxruntime cannot be run here as an ``isa`` CPU, or None when it can."""
-    import platform
-
     if isa not in CPU_MODELS:
         return f"no emulated CPU for ISA {isa!r}; choose from {', '.join(CPU_MODELS)}"
     if (machine or platform.machine()).lower() not in ("x86_64", "amd64"):
