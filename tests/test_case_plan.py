@@ -2,34 +2,17 @@
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import pytest
 
 from perf.case_plan import FIXTURES_BY_SCENARIO, Planned, plan
 from perf.config import PerfOptions
-from perf.measure.sampling import SamplingPolicy
+from tests.perf_options import perf_options
 
 
 def _options(**changes: Any) -> PerfOptions:
-    options = PerfOptions(
-        variants=("tiny/fp32", "tiny/int8"),
-        providers=("cpu",),
-        durations=(1.0, 3.0),
-        batch=1,
-        model_files=(),
-        dims={},
-        fixed_inputs={},
-        weights={},
-        intra_op_threads=1,
-        spinning=True,
-        policy=SamplingPolicy(),
-        concurrency=0,
-        concurrency_seconds=1.0,
-        cache_dir=None,
-    )
-    return dataclasses.replace(options, **changes)
+    return perf_options(variants=("tiny/fp32", "tiny/int8"), durations=(1.0, 3.0), **changes)
 
 
 def _ids(name: str, **changes: Any) -> list[str]:

@@ -23,10 +23,10 @@ from perf.measure.gpu_modes import (
     unbound,
 )
 from perf.measure.providers import CPU, CUDA, TENSORRT, provider_options
-from perf.measure.sampling import SamplingPolicy
 from perf.measure.sessions import ProviderSkip, SessionSettings, open_session
 from perf.measure.trt import cache_key, engine_cache_state, profile_options
 from tests import test_plugin
+from tests.perf_options import perf_options
 from tests.test_plugin import Suite, output
 from tests.test_sessions import save_model
 
@@ -253,13 +253,7 @@ def test_fp16_tensorrt_is_its_own_configuration(tmp_path: Path) -> None:
 
 
 def _options(providers: tuple[str, ...], modes: GpuModes, **changes: object) -> PerfOptions:
-    options = PerfOptions(
-        variants=("tiny/fp32",), providers=providers, durations=(3.0,), batch=1,
-        model_files=(), dims={}, fixed_inputs={}, weights={}, intra_op_threads=1,
-        spinning=True, policy=SamplingPolicy(), concurrency=0, concurrency_seconds=1.0,
-        cache_dir=None, gpu_modes=modes,
-    )  # fmt: skip
-    return dataclasses.replace(options, **changes)
+    return perf_options(providers=providers, gpu_modes=modes, **changes)
 
 
 @pytest.mark.parametrize(

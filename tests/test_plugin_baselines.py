@@ -47,15 +47,16 @@ from perf.measure.cases import PerfCase
 from perf.measure.contention import Contention
 from perf.measure.fingerprint import machine_fingerprint, software_fingerprint
 from perf.measure.gpu_state import GpuMonitor, GpuState
-from perf.measure.sampling import Samples, SamplingPolicy
+from perf.measure.sampling import Samples
 from perf.measurement import LatencyResult
 from perf.plugin import perf_run_of
-from perf.run import PerfOptions, PerfRun
+from perf.run import PerfRun
 from perf.stats.compare import Segment
 from perf.stats.outcome import Outcome
 from perf.stats.percentiles import LatencySummary
 from tests import test_plugin
 from tests.fake_nvml import FakeNvml
+from tests.perf_options import perf_options
 from tests.test_plugin import Suite, output
 
 pytest_plugins = ["pytester"]
@@ -600,24 +601,7 @@ def test_baseline_entry_stores_the_effective_thread_count_the_case_and_the_run()
 
 
 def test_the_gate_records_each_check_by_benchmark(tmp_path: Path) -> None:
-    options = PerfOptions(
-        variants=("tiny/fp32",),
-        providers=("cpu",),
-        durations=(3.0,),
-        batch=1,
-        model_files=(),
-        dims={},
-        fixed_inputs={},
-        weights={},
-        intra_op_threads=1,
-        spinning=True,
-        policy=SamplingPolicy(),
-        concurrency=0,
-        concurrency_seconds=1.0,
-        cache_dir=tmp_path / "models",
-        compare=True,
-        baselines_dir=tmp_path,
-    )
+    options = perf_options(cache_dir=tmp_path / "models", compare=True, baselines_dir=tmp_path)
     run = PerfRun(options, rules=[])
     run.baselines.__dict__["baseline"] = stored_baseline(tmp_path)  # the cached properties
     run.baselines.__dict__["fingerprint"] = (MACHINE, SOFTWARE)
