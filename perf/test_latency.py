@@ -19,7 +19,7 @@ from perf.plugin import record_samples
 from perf.run import PerfRun
 from perf.scenarios.ab import ABOutcome
 from perf.scenarios.pairs import VariantPair
-from perf.scenarios.server import stored_row
+from perf.scenarios.server import NothingServed, stored_row
 from perf.stats.outcome import Outcome, UndecidedPolicy
 
 
@@ -34,6 +34,8 @@ def unavailable_or_refused(debug: bool = False) -> Iterator[None]:
         pytest.skip(skip.reason)
     except (NumericsRefused, ModelLoadError) as error:
         pytest.fail(f"not benchmarked: {error}", pytrace=debug)
+    except NothingServed as error:
+        pytest.fail(f"not measured: {error}", pytrace=debug)
 
 
 def _record(request: pytest.FixtureRequest, samples_ms: Any, extra: dict[str, Any]) -> Any:

@@ -10,6 +10,7 @@ from perf.measure.cases import PerfCase
 from perf.scenarios.offline import measure_offline
 from perf.scenarios.open_loop import (
     LAG_LIMIT_MS,
+    OpenLoopRun,
     Request,
     Workload,
     poisson_schedule,
@@ -196,3 +197,45 @@ def test_the_tail_matrix_names_the_lowest_p99_among_sound_runs() -> None:
     assert fast.label in matrix.line() and "lowest P99" in matrix.line()
     assert matrix.to_dict()["best"]["label"] == fast.label
     assert len(TAIL_MATRIX) == 8 and len(set(TAIL_MATRIX)) == 8
+
+
+def test_a_server_run_that_started_no_request_says_why(monkeypatch: pytest.MonkeyPatch) -> None:
+    from perf.scenarios import server
+
+    def starved(schedule: list[Request], *args: object, **kwargs: object) -> OpenLoopRun:
+        return OpenLoopRun(20.0, 1, (), 0.0, unserved=len(schedule))
+
+    monkeypatch.setattr(server, "run_open_loop", starved)
+    with pytest.raises(server.NothingServed) as error:
+        server.measure_server(CASE, Workload((lambda: None,)), 20.0, 1, max_seconds=2.0)
+    message = str(error.value)
+    assert "fake/fp32-cpu-mix at 20 req/s: none of 40 requests started within the 3 s deadline" in (
+        message
+    )
+    assert "lower --perf-rate, or rerun on a quiet machine" in message
+
+
+def test_a_starved_tail_setting_is_named_and_the_others_still_count(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from perf.measure.sampling import SamplingPolicy
+    from perf.scenarios import traffic
+
+    starved_setting = TAIL_MATRIX[3]
+
+    def measure(case: PerfCase, workload: Workload, *args: object) -> ServerResult:
+        if workload.labels == (starved_setting.label,):
+            raise traffic.NothingServed("none of 5 requests started")
+        return _served_at(0.005)
+
+    monkeypatch.setattr(traffic, "measure_server", measure)
+    runs = traffic.TrafficRun(
+        SamplingPolicy(max_seconds=8.0), workers=1, slo_ms=None,
+        open_workload=lambda case, setting: Workload((lambda: None,), labels=(setting.label,)),
+    )  # fmt: skip
+    matrix = runs.measure_matrix(CASE, 20.0)
+
+    assert matrix.served_nothing == (starved_setting,)
+    assert len(matrix.runs) == len(TAIL_MATRIX) - 1
+    assert f"{starved_setting.label} served nothing" in matrix.line()
+    assert matrix.to_dict()["served_nothing"] == [starved_setting.to_dict()]

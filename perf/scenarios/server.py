@@ -169,6 +169,10 @@ def stored_row(result: ServerResult) -> StoredRow:
     return StoredRow(result.bench, result.case, settings, samples, key, result.run.rate_rps)
 
 
+class NothingServed(RuntimeError):
+    """A server run in which no request started before its deadline: nothing to summarise."""
+
+
 def requests_for(rate_rps: float, max_seconds: float) -> int:
     return max(1, math.ceil(rate_rps * max_seconds))
 
@@ -187,9 +191,15 @@ def measure_server(
     first_call_ms = workload.warm(WARMUP_CALLS)
     count = requests_for(rate_rps, max_seconds)
     schedule = poisson_schedule(rate_rps, count, seed, workload.weights)
+    deadline_s = max_seconds * DEADLINE_FACTOR
     with ContentionMonitor() as monitor:
-        run = run_open_loop(
-            schedule, workload.serve, rate_rps, workers, deadline_s=max_seconds * DEADLINE_FACTOR
+        run = run_open_loop(schedule, workload.serve, rate_rps, workers, deadline_s=deadline_s)
+    if not run.served:
+        load = monitor.result.describe() if monitor.result else "not measurable here"
+        raise NothingServed(
+            f"{case.id} at {rate_rps:g} req/s: none of {count} requests started within the "
+            f"{deadline_s:g} s deadline ({load}); the machine was starved or the rate is far "
+            "over capacity: lower --perf-rate, or rerun on a quiet machine"
         )
     return ServerResult(
         case,

@@ -47,6 +47,7 @@ class MatrixResult:
     case: PerfCase
     rate_rps: float
     runs: tuple[tuple[TailSetting, ServerResult], ...]
+    served_nothing: tuple[TailSetting, ...] = ()  # settings whose run started no request
 
     def best(self) -> tuple[TailSetting, ServerResult] | None:
         """The lowest P99 among runs that served everything with a generator that kept up."""
@@ -55,11 +56,14 @@ class MatrixResult:
 
     def line(self) -> str:
         best = self.best()
+        labels = ", ".join(setting.label for setting in self.served_nothing)
+        starved = f"; {labels} served nothing" if labels else ""
         if best is None:
-            return f"at {self.rate_rps:g} req/s no setting served every request in time"
+            return f"at {self.rate_rps:g} req/s no setting served every request in time{starved}"
         setting, result = best
         return (
-            f"at {self.rate_rps:g} req/s the lowest P99 is {_p99(result):.1f} ms: {setting.label}"
+            f"at {self.rate_rps:g} req/s the lowest P99 is {_p99(result):.1f} ms: "
+            f"{setting.label}{starved}"
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -70,6 +74,7 @@ class MatrixResult:
             "rate_rps": self.rate_rps,
             "best": None if best is None else best[0].to_dict(),
             "runs": [{"setting": s.to_dict(), **r.to_dict()} for s, r in self.runs],
+            "served_nothing": [setting.to_dict() for setting in self.served_nothing],
         }
 
 

@@ -17,7 +17,7 @@ from perf.measure.sessions import SessionSettings, open_session
 from perf.scenarios.offline import OfflineResult, measure_offline
 from perf.scenarios.open_loop import Workload
 from perf.scenarios.peak import PeakResult, find_peak
-from perf.scenarios.server import ServerResult, measure_server
+from perf.scenarios.server import NothingServed, ServerResult, measure_server
 from perf.scenarios.tail_matrix import TAIL_MATRIX, MatrixResult, TailSetting
 
 log = logging.getLogger("perf")
@@ -122,15 +122,22 @@ class TrafficRun:
     def measure_matrix(self, case: PerfCase, rate_rps: float) -> MatrixResult:
         """The server scenario at ``rate_rps`` under each tail setting, a share of the cap each."""
         seconds = self.policy.max_seconds / len(TAIL_MATRIX)
-        runs = []
+        runs, starved = [], []
         for setting in TAIL_MATRIX:
             log.info("%s at %g req/s: %s for %.0f s", case.id, rate_rps, setting.label, seconds)
             workload = self.open_workload(case, setting)
-            result = measure_server(
-                case, workload, rate_rps, setting.workers, seconds, self.policy.confidence
-            )
+            try:
+                result = measure_server(
+                    case, workload, rate_rps, setting.workers, seconds, self.policy.confidence
+                )
+            except NothingServed as error:  # one setting's starved run; the others still count
+                log.warning("%s: %s", setting.label, error)
+                starved.append(setting)
+                continue
             runs.append((setting, result))
-        matrix = MatrixResult(case, rate_rps, tuple(runs))
+        if not runs:
+            raise NothingServed(f"{case.id} at {rate_rps:g} req/s: every tail setting starved")
+        matrix = MatrixResult(case, rate_rps, tuple(runs), tuple(starved))
         self.matrix_results.append(matrix)
         return matrix
 
