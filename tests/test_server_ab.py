@@ -287,3 +287,22 @@ def test_against_head_compares_the_peak_rate_found(suite: Suite, tmp_path: Path)
     (row,) = data["against"]
     assert row["id"] == f"tiny/fp32-cpu-3s-{peak['peak_rps']:g}rps"
     assert row["outcome"] == "unchanged"
+
+
+def test_a_round_that_started_no_request_fails_with_the_reason(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from perf.scenarios import server_ab
+    from perf.scenarios.server import NothingServed
+
+    def starved(schedule: list[open_loop.Request], *args: object) -> open_loop.OpenLoopRun:
+        return open_loop.OpenLoopRun(20.0, 1, (), 0.0, unserved=len(schedule))
+
+    monkeypatch.setattr(server_ab, "run_open_loop", starved)
+    blocks = ServerBlocks(20.0, 1)
+    with pytest.raises(NothingServed) as error:
+        blocks.measure(Workload((lambda: None,)), 0)
+    assert (
+        f"a server A/B round (round 1) at 20 req/s: none of {blocks.block_calls} requests "
+        "started within the"
+    ) in str(error.value)

@@ -172,6 +172,17 @@ def stored_row(result: ServerResult) -> StoredRow:
 class NothingServed(RuntimeError):
     """A server run in which no request started before its deadline: nothing to summarise."""
 
+    @classmethod
+    def after(
+        cls, what: str, rate_rps: float, count: int, deadline_s: float, load: str | None = None
+    ) -> NothingServed:
+        during = f" ({load})" if load else ""
+        return cls(
+            f"{what} at {rate_rps:g} req/s: none of {count} requests started within the "
+            f"{deadline_s:g} s deadline{during}; the machine was starved or the rate is far "
+            "over capacity: lower --perf-rate, or rerun on a quiet machine"
+        )
+
 
 def requests_for(rate_rps: float, max_seconds: float) -> int:
     return max(1, math.ceil(rate_rps * max_seconds))
@@ -196,11 +207,7 @@ def measure_server(
         run = run_open_loop(schedule, workload.serve, rate_rps, workers, deadline_s=deadline_s)
     if not run.served:
         load = monitor.result.describe() if monitor.result else "not measurable here"
-        raise NothingServed(
-            f"{case.id} at {rate_rps:g} req/s: none of {count} requests started within the "
-            f"{deadline_s:g} s deadline ({load}); the machine was starved or the rate is far "
-            "over capacity: lower --perf-rate, or rerun on a quiet machine"
-        )
+        raise NothingServed.after(case.id, rate_rps, count, deadline_s, load)
     return ServerResult(
         case,
         run,

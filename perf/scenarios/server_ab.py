@@ -21,7 +21,7 @@ from typing import Any
 
 from perf.scenarios.ab import ABOutcome, ABPolicy, measure_sides
 from perf.scenarios.open_loop import Clock, Workload, poisson_schedule, run_open_loop
-from perf.scenarios.server import DEADLINE_FACTOR, WARMUP_CALLS
+from perf.scenarios.server import DEADLINE_FACTOR, WARMUP_CALLS, NothingServed
 
 ROUND_SECONDS = 2.5  # of arrivals per side and round, at most
 ROUNDS_IN_CAP = 12  # rounds sized so that the time cap holds this many (the paired verdict
@@ -65,6 +65,9 @@ class ServerBlocks:
         run = run_open_loop(
             schedule, workload.serve, self.rate_rps, self.workers, deadline, self.clock
         )
+        if not run.served:  # a round needs latencies on both sides to be compared at all
+            what = f"a server A/B round (round {round_index + 1})"
+            raise NothingServed.after(what, self.rate_rps, self.block_calls, deadline)
         self.unserved += run.unserved
         self.late_rounds += run.generator_fell_behind
         return tuple(run.values("latency_ms"))
