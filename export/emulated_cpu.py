@@ -116,8 +116,10 @@ def _canary_model() -> tuple[bytes, np.ndarray, np.ndarray]:
     return model.SerializeToString(), activation, weights
 
 
+@functools.lru_cache(maxsize=1)
 def kernel_arithmetic() -> str:
-    """The u8 x s8 arithmetic of the kernels onnxruntime picks on the CPU this runs on."""
+    """The u8 x s8 arithmetic of the kernels onnxruntime picks on the CPU this runs on (asked
+    once per process: the CPU does not change)."""
     import onnxruntime as ort
 
     model, activation, weights = _canary_model()
